@@ -1,0 +1,51 @@
+# fleetsync — the commands the README promises. `make test` is what CI runs.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+BIN     := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint typecheck layers unit integration e2e bench controlplane clean
+
+install:            ## create the virtualenv and install fleetsync with its dev tools
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+
+demo:               ## the quickstart: simulator + `fleetsync run` into SQLite
+	$(BIN)/fleetsync demo
+
+lint:
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+layers:
+	$(BIN)/lint-imports
+
+unit:
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration:
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+e2e:
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+# Each phase is timed so slow ones show up in CI's log.
+test:
+	@for phase in lint typecheck layers unit integration e2e; do \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$phase || exit $$?; \
+	  echo "== phase $$phase took $$(( $$(date +%s) - start ))s"; \
+	done
+
+controlplane:       ## build (or reuse) kube-apiserver, kube-controller-manager, etcd, kubectl
+	bash tests/e2e/controlplane/build.sh
+
+bench:              ## benchmarks; writes bench/results.md (not part of CI's pass/fail)
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,87 @@
+"""The wire format between a shard and its coordinator (``fleetsync run``'s local one, or the
+controller): cumulative progress up, budgets and fleet-wide breaker verdicts down.
+
+TypedDicts rather than models: these are parsed at a high rate on the coordinator's side and
+the shapes are internal to fleetsync (both ends ship in one package version).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
+
+__all__ = [
+    "CheckpointWire",
+    "CostWire",
+    "FailedWire",
+    "GrantWire",
+    "ReplyWire",
+    "ReportWire",
+    "ShardState",
+    "VendorWire",
+]
+
+ShardState = Literal["starting", "running", "done", "interrupted", "failed"]
+
+
+class CheckpointWire(TypedDict):
+    watermark: int
+    above: str
+    counts: dict[str, int]
+
+
+class VendorWire(TypedDict):
+    name: str
+    calls: int
+    errors: int
+    throttled: int
+    p95Ms: float | None
+    breaker: str
+    breakerSince: float | None
+    concurrency: int
+    limitKey: str | None
+    requestsPerSecond: float | None
+
+
+class CostWire(TypedDict):
+    vendorCalls: int
+    sinkCalls: int
+    writeUnits: float
+    readUnits: float
+    unprocessedItems: int
+    throttles: int
+
+
+class FailedWire(TypedDict):
+    key: str
+    reason: str
+    attempts: int
+
+
+class ReportWire(TypedDict):
+    run: str
+    shard: int
+    pod: str
+    state: ShardState
+    shardTotal: int | None  # items of this shard, once the inventory has been read to the end
+    seen: int  # items of this shard read from the inventory so far
+    checkpoint: CheckpointWire | None
+    vendors: list[VendorWire]
+    cost: CostWire
+    failedSample: list[FailedWire]
+    wants: dict[str, float]  # rate-limit key -> requests/s, for keys with work pending
+    error: NotRequired[str]
+
+
+class GrantWire(TypedDict):
+    rate: float
+    cycle: int
+    residues: list[int]
+    start: float
+    until: float
+
+
+class ReplyWire(TypedDict):
+    grants: dict[str, list[GrantWire]]
+    breakers: dict[str, str]
+    stop: bool
+    resume: CheckpointWire | None

@@ -1,0 +1,83 @@
+"""Build each item's request: URL from the template, headers, and credentials.
+
+Credentials are attached only after the URL passed the ``allowedHosts`` check (in
+:class:`~fleetsync.worker.fetch.Fetcher`), and only as headers — never in a URL, where they
+would end up in logs and dead-letter reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fleetsync.api.v1alpha1.syncjob import Source
+from fleetsync.worker.fetch import Fetcher, OAuth2Tokens
+from fleetsync.worker.secrets import SecretResolver, SecretValue
+from fleetsync.worker.template import expand
+from fleetsync.worker.vendors import VendorRuntime
+
+__all__ = ["Request", "RequestBuilder"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    token: SecretValue | None = None
+
+
+class RequestBuilder:
+    def __init__(self, source: Source, *, secrets: SecretResolver, fetcher: Fetcher) -> None:
+        self._source = source
+        self._secrets = secrets
+        self._oauth: OAuth2Tokens | None = None
+        auth = source.http.auth
+        if auth is not None and auth.oauth2 is not None:
+            oauth = auth.oauth2
+            field = "spec.source.http.auth.oauth2"
+            self._oauth = OAuth2Tokens(
+                fetcher,
+                token_url=oauth.token_url,
+                client_id=secrets.get(
+                    oauth.client_id_ref.name, oauth.client_id_ref.key, field=f"{field}.clientIdRef"
+                ),
+                client_secret=secrets.get(
+                    oauth.client_secret_ref.name,
+                    oauth.client_secret_ref.key,
+                    field=f"{field}.clientSecretRef",
+                ),
+                scopes=oauth.scopes,
+            )
+
+    @property
+    def token_requests(self) -> int:
+        return self._oauth.requests if self._oauth else 0
+
+    async def build(self, vendor: VendorRuntime, item: Mapping[str, object]) -> Request:
+        http = self._source.http
+        values = {**item, "vendor": vendor.template_value}
+        url = expand(http.url, values)
+        headers = {name: expand(value, values) for name, value in http.headers.items()}
+        headers.update(vendor.headers)
+        token: SecretValue | None = None
+        auth = http.auth
+        if auth is not None and auth.secret_ref is not None:
+            key = expand(auth.secret_ref.key, values)
+            token = self._secrets.get(
+                auth.secret_ref.name, key, field="spec.source.http.auth.secretRef"
+            )
+        elif self._oauth is not None:
+            token = await self._oauth.token()
+        if token is not None and auth is not None:
+            prefix = f"{auth.scheme} " if auth.scheme else ""
+            headers[auth.header] = prefix + token.reveal()
+        return Request(method=http.method, url=url, headers=headers, token=token)
+
+    async def unauthorized(self, request: Request) -> bool:
+        """After a 401: refresh an OAuth2 token once. True if a retry may now succeed."""
+        if self._oauth is None or request.token is None:
+            return False
+        self._oauth.invalidate(request.token)
+        await self._oauth.token(stale=request.token)
+        return True

@@ -1,0 +1,87 @@
+"""Everything one shard keeps per vendor: its rate-limit slots, breaker, concurrency and stats.
+
+Vendors are resolved from the item's ``vendors.by`` field; items without one share the
+``default`` vendor. Each vendor's rate limit has a *key* (``rateLimit.key``, default the
+vendor's base URL) under which the coordinator divides the budget across shards and runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from fleetsync.api.constants import BreakerState
+from fleetsync.api.progress import VendorWire
+from fleetsync.api.v1alpha1.syncjob import Source
+from fleetsync.worker.breaker import CircuitBreaker
+from fleetsync.worker.concurrency import AdaptiveConcurrency, ConcurrencyGate
+from fleetsync.worker.fetch import AllowedHosts
+from fleetsync.worker.ratelimit import SlotLimiter
+from fleetsync.worker.template import VendorName
+
+__all__ = ["DEFAULT_VENDOR", "VendorRuntime", "VendorStats", "limit_for"]
+
+DEFAULT_VENDOR = "default"
+_LATENCY_SAMPLES = 1024
+
+
+@dataclass(slots=True)
+class VendorStats:
+    calls: int = 0
+    errors: int = 0
+    throttled: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
+
+    def p95_ms(self) -> float | None:
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return round(ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)] * 1000, 1)
+
+
+def limit_for(source: Source, vendor: str) -> tuple[str | None, float | None]:
+    """The (key, requests/s) of ``vendor``'s rate limit, or (None, None) when unlimited."""
+    override = source.vendors.items.get(vendor) if source.vendors else None
+    limit = override.rate_limit if override and override.rate_limit else source.rate_limit
+    if limit is None:
+        return None, None
+    base = override.base_url if override and override.base_url else None
+    key = limit.key or (base.rstrip("/") if base else None)
+    if key is None:
+        key = AllowedHosts.host_of(source.http.url) or f"vendor:{vendor}"
+    return key, limit.requests_per_second
+
+
+class VendorRuntime:
+    def __init__(self, name: str, source: Source, *, limiter: SlotLimiter | None) -> None:
+        override = source.vendors.items.get(name) if source.vendors else None
+        self.name = name
+        self.template_value = VendorName(name, override.base_url or "" if override else "")
+        self.headers = dict(override.headers) if override else {}
+        self.limit_key, self.rate = limit_for(source, name)
+        self.limiter = limiter
+        self.breaker = CircuitBreaker(source.circuit_breaker)
+        self.concurrency = AdaptiveConcurrency(source.concurrency)
+        self.gate = ConcurrencyGate(self.concurrency)
+        self.stats = VendorStats()
+        self.pending = 0  # items queued or in flight: while > 0 the shard wants budget
+
+    def wire(self) -> VendorWire:
+        snapshot = self.breaker.snapshot()
+        return VendorWire(
+            name=self.name,
+            calls=self.stats.calls,
+            errors=self.stats.errors,
+            throttled=self.stats.throttled,
+            p95Ms=self.stats.p95_ms(),
+            breaker=str(snapshot.state),
+            breakerSince=snapshot.since,
+            concurrency=self.concurrency.limit,
+            limitKey=self.limit_key,
+            requestsPerSecond=self.limiter.current_share() if self.limiter else None,
+        )
+
+    @property
+    def breaker_state(self) -> BreakerState:
+        return self.breaker.state
