@@ -1,7 +1,210 @@
-"""The ``fleetsync`` command line."""
+"""The ``fleetsync`` command line: run, demo, simulate, worker, status, retry-failed.
+
+Exit codes follow ``shared/API.md``: 0 Succeeded, 2 PartiallySucceeded, 1 Failed, 64 for an
+invalid manifest *and* for usage errors (click's own default of 2 would read as "partial").
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
 
-def main() -> None:
-    raise SystemExit(0)
+import click
+
+from fleetsync import __version__
+from fleetsync.api.constants import ExitCode
+from fleetsync.errors import ManifestError
+
+__all__ = ["cli", "main"]
+
+
+def _manifest_error(error: ManifestError) -> int:
+    click.echo("error: invalid manifest", err=True)
+    for path, reason in error.problems:
+        click.echo(f"  {path}: {reason}", err=True)
+    return ExitCode.INVALID_CONFIG
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fleetsync")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Keep fleets in sync: vendor APIs into DynamoDB, PostgreSQL or SQLite."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--shards", type=click.IntRange(1, 1000), help="Override spec.sharding.shards.")
+@click.option("--parallelism", type=click.IntRange(1, 1000), help="Shards running at once.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--secrets-dir", type=click.Path(file_okay=False), help="Secrets as <name>/<key> files."
+)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=".fleetsync")
+@click.option(
+    "--transport", type=click.Choice(["aiohttp", "httpx"]), default="aiohttp", hidden=True
+)
+def run(
+    manifest: Path,
+    shards: int | None,
+    parallelism: int | None,
+    output: str,
+    secrets_dir: str | None,
+    state_dir: Path,
+    transport: str,
+) -> None:
+    """Run a SyncJob manifest (or one run of a SyncSchedule) on this machine."""
+    from fleetsync.local.console import run_with_console
+    from fleetsync.local.runner import RunOptions
+
+    options = RunOptions(
+        manifest=manifest.resolve(),
+        shards=shards,
+        parallelism=parallelism,
+        secrets_dir=secrets_dir,
+        state_dir=state_dir,
+        transport=transport,
+    )
+    try:
+        code = run_with_console(options, output=output)
+    except ManifestError as error:
+        code = _manifest_error(error)
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--items", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("demo.db"))
+def demo(items: int, output: str, db: Path) -> None:
+    """The quickstart: start the vendor simulator and sync a fleet into SQLite."""
+    from fleetsync.local.demo import run_demo
+
+    sys.exit(run_demo(items=items, output=output, db=db.resolve()))
+
+
+@cli.command()
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--shard", type=int, default=lambda: int(os.environ.get("JOB_COMPLETION_INDEX", "0")))
+@click.option("--shards", type=click.IntRange(1, 10_000), default=1)
+@click.option("--run", "run_name", help="Run name (default: the manifest's name).")
+@click.option("--pod", default=lambda: os.environ.get("POD_NAME"))
+@click.option("--coordinator", envvar="FLEETSYNC_COORDINATOR_URL")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--secrets-dir", envvar="FLEETSYNC_SECRETS_DIR")
+@click.option("--config-map-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--transport", type=click.Choice(["aiohttp", "httpx"]), default="aiohttp")
+def worker(
+    manifest: Path,
+    shard: int,
+    shards: int,
+    run_name: str | None,
+    pod: str | None,
+    coordinator: str | None,
+    token_file: Path | None,
+    secrets_dir: str | None,
+    config_map_dir: Path | None,
+    transport: str,
+) -> None:
+    """One shard of a run (the container entrypoint of worker pods)."""
+    from fleetsync.worker.main import WorkerOptions, worker_main
+
+    logging.getLogger("fleetsync").setLevel(logging.INFO)
+    options = WorkerOptions(
+        manifest=manifest,
+        shard=shard,
+        shards=shards,
+        run=run_name,
+        pod=pod,
+        coordinator_url=coordinator,
+        token_file=token_file,
+        secrets_dir=secrets_dir,
+        config_map_dir=config_map_dir,
+        transport=transport,
+    )
+    sys.exit(worker_main(options))
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+def validate(manifest: Path) -> None:
+    """Check a manifest; print each problem with its field path."""
+    from fleetsync.api.manifest import load_manifest_file
+
+    try:
+        loaded = load_manifest_file(manifest)
+    except ManifestError as error:
+        sys.exit(_manifest_error(error))
+    click.echo(f"{loaded.kind}/{loaded.metadata.name}: valid")
+
+
+@cli.command("dead-letters")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run", "run_name", help="Run name (default: the manifest's name).")
+@click.option("--secrets-dir", type=click.Path(file_okay=False))
+def dead_letters(manifest: Path, run_name: str | None, secrets_dir: str | None) -> None:
+    """List a run's dead letters (key, attempts, reason) as JSON lines."""
+    from fleetsync.local.retry import read_dead_letters
+
+    try:
+        letters = asyncio.run(read_dead_letters(manifest.resolve(), run_name, secrets_dir))
+    except ManifestError as error:
+        sys.exit(_manifest_error(error))
+    for letter in letters:
+        click.echo(
+            json.dumps({"key": letter.key, "attempts": letter.attempts, "reason": letter.reason})
+        )
+
+
+@cli.command("retry-failed")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run", "run_name", help="Run whose dead letters to retry (default: manifest's).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--secrets-dir", type=click.Path(file_okay=False))
+def retry_failed(
+    manifest: Path, run_name: str | None, output: str, secrets_dir: str | None
+) -> None:
+    """Run again over a run's dead-lettered items only; synced ones leave the dead letters."""
+    from fleetsync.local.retry import retry_failed_locally
+
+    try:
+        code = retry_failed_locally(manifest.resolve(), run_name, output, secrets_dir)
+    except ManifestError as error:
+        code = _manifest_error(error)
+    sys.exit(code)
+
+
+def _add_simulator() -> None:
+    from fleetsync.simulator.cli import simulate_command
+
+    cli.add_command(simulate_command, "simulate")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: click without its exit-code conventions (usage errors exit 64, not 2)."""
+    with contextlib.suppress(ImportError):
+        _add_simulator()
+    try:
+        cli.main(args=argv, prog_name="fleetsync", standalone_mode=False)
+    except click.UsageError as error:
+        error.show()
+        return ExitCode.INVALID_CONFIG
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return ExitCode.FAILED
+    except click.exceptions.Exit as done:
+        return int(done.exit_code)
+    except SystemExit as done:
+        return int(done.code or 0) if not isinstance(done.code, str) else ExitCode.FAILED
+    except BrokenPipeError:
+        # `fleetsync … | head`: the reader left; not an error of ours.
+        sys.stderr.close()
+        return ExitCode.OK
+    return ExitCode.OK

@@ -43,12 +43,19 @@ def _reason(error: ErrorDetails) -> str:
     }
     if kind in simple:
         try:
-            return simple[kind].format(**ctx)
+            return simple[kind].format(**{k: _number(v) for k, v in ctx.items()})
         except KeyError:
             pass
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     return error["msg"][0].lower() + error["msg"][1:] if error["msg"] else kind
+
+
+def _number(value: object) -> object:
+    """0.0 reads as 0 in a message; other values as they are."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _path(loc: Sequence[int | str]) -> str:
@@ -96,7 +103,9 @@ def load_manifest(text: str) -> SyncJob | SyncSchedule:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(manifest)"
-        raise ManifestError([(where, f"not valid YAML: {getattr(error, 'problem', error)}")])
+        raise ManifestError(
+            [(where, f"not valid YAML: {getattr(error, 'problem', error)}")]
+        ) from None
     if len(documents) != 1:
         raise ManifestError([("(manifest)", f"expected one document, found {len(documents)}")])
     return parse_manifest(documents[0])

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
+
 from fleetsync.api.progress import CheckpointWire as Checkpoint
 
 __all__ = ["Checkpoint", "CheckpointTracker"]
-
-
 
 
 class CheckpointTracker:

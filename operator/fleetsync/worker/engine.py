@@ -13,6 +13,7 @@ replacement resumes exactly where this shard stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -31,7 +32,7 @@ from fleetsync.errors import (
     ThrottledError,
     VendorError,
 )
-from fleetsync.sinks.base import DeadLetter, Record, RecordState, Sink
+from fleetsync.sinks.base import DeadLetter, JSONValue, Record, RecordState, Sink
 from fleetsync.worker.checkpoint import Checkpoint, CheckpointTracker
 from fleetsync.worker.fetch import Fetcher
 from fleetsync.worker.inventory import Item, iter_inventory, shard_of
@@ -152,10 +153,8 @@ class ShardEngine:
             flusher.cancel()
             reporter.cancel()
             for task in (flusher, reporter):
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await task
-                except asyncio.CancelledError:
-                    pass
             await self._flush(force=True)
         await self._send_report(state)
         return EngineResult(
@@ -297,7 +296,9 @@ class ShardEngine:
         if len(self._records) >= self.sink.max_batch_size:
             await self._flush()
 
-    async def _fetch(self, vendor: VendorRuntime, pending: _Pending) -> tuple[dict[str, object], int]:
+    async def _fetch(
+        self, vendor: VendorRuntime, pending: _Pending
+    ) -> tuple[dict[str, JSONValue], int]:
         attempt = 0
         while True:
             attempt += 1
@@ -323,9 +324,9 @@ class ShardEngine:
                 continue
             except VendorError as error:
                 vendor.stats.errors += 1
-                if error.status == 401 and await self.requests.unauthorized(request):
-                    if self.retry.attempts_left(attempt):
-                        continue
+                refreshed = error.status == 401 and await self.requests.unauthorized(request)
+                if refreshed and self.retry.attempts_left(attempt):
+                    continue
                 vendor.breaker.record(False)
                 vendor.concurrency.on_error()
                 retryable = self.retry.retryable(
@@ -355,7 +356,11 @@ class ShardEngine:
 
     def _dead_letter(self, pending: _Pending, reason: str, *, attempts: int) -> None:
         letter = DeadLetter(
-            key=pending.key, reason=reason, attempts=attempts, item=pending.item, failed_at=time.time()
+            key=pending.key,
+            reason=reason,
+            attempts=attempts,
+            item=pending.item,
+            failed_at=time.time(),
         )
         self._letters.append((pending.index, letter))
         self._failed_sample.append(FailedWire(key=pending.key, reason=reason, attempts=attempts))

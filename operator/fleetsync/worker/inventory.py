@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
-from jsonpath_ng.ext import parse as parse_jsonpath
+from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from pydantic import JsonValue
 
 from fleetsync.api.v1alpha1.syncjob import FileInventory, HttpInventory, Inventory
@@ -54,7 +54,9 @@ def _file_items(path: Path, fmt: str) -> Iterator[Item]:
             yield from items
 
 
-def _generated(count: int, id_template: str, key: str, template: Mapping[str, str]) -> Iterator[Item]:
+def _generated(
+    count: int, id_template: str, key: str, template: Mapping[str, str]
+) -> Iterator[Item]:
     for i in range(count):
         item: Item = {key: expand_generated(id_template, i)}
         for field, text in template.items():

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 
-from jsonpath_ng.ext import parse as parse_jsonpath
+from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
 from fleetsync.errors import PayloadError
 from fleetsync.sinks.base import JSONValue

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -191,11 +192,9 @@ class SlotLimiter:
             reserved = self._reserve(now)
             if reserved is None:
                 self._changed.clear()
-                try:
-                    # Woken early by new grants; otherwise re-check once a second.
+                # Woken early by new grants; otherwise re-check once a second.
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
                 continue
             at, deadline = reserved
             if at > now:

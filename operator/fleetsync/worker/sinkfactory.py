@@ -40,11 +40,11 @@ def build_sink(
     dynamo = sink.dynamodb
     credentials = None
     if dynamo.credentials_secret_ref is not None:
-        ref = dynamo.credentials_secret_ref
+        aws = dynamo.credentials_secret_ref
         field = "spec.sink.dynamodb.credentialsSecretRef"
         credentials = (
-            secrets.get(ref.name, ref.access_key_id_key, field=field).reveal(),
-            secrets.get(ref.name, ref.secret_access_key_key, field=field).reveal(),
+            secrets.get(aws.name, aws.access_key_id_key, field=field).reveal(),
+            secrets.get(aws.name, aws.secret_access_key_key, field=field).reveal(),
         )
     return DynamoDBSink(
         dynamo.table,

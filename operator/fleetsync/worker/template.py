@@ -19,7 +19,7 @@ __all__ = ["VendorName", "expand", "expand_generated"]
 class VendorName(str):
     """A vendor's name that also answers ``.baseUrl`` in templates."""
 
-    baseUrl: str  # noqa: N815 - the manifest's spelling
+    baseUrl: str
 
     def __new__(cls, name: str, base_url: str = "") -> VendorName:
         value = super().__new__(cls, name)
@@ -30,7 +30,8 @@ class VendorName(str):
 class _Formatter(string.Formatter):
     def get_field(self, field_name: str, args: object, kwargs: object) -> tuple[object, str]:
         try:
-            return super().get_field(field_name, args, kwargs)  # type: ignore[arg-type]
+            found: tuple[object, str] = super().get_field(field_name, args, kwargs)  # type: ignore[arg-type]
+            return found
         except (KeyError, AttributeError):
             raise PayloadError(f"template field {{{field_name}}} is not in the item") from None
 
@@ -56,6 +57,8 @@ def expand_generated(template: str, i: int) -> str:
         n = int(operand)
         if op in ("%", "//") and n == 0:
             raise ValueError(f"{match.group(0)} divides by zero")
-        return str({"%": lambda: i % n, "//": lambda: i // n, "+": lambda: i + n, "*": lambda: i * n}[op]())
+        return str(
+            {"%": lambda: i % n, "//": lambda: i // n, "+": lambda: i + n, "*": lambda: i * n}[op]()
+        )
 
     return _GENERATED.sub(value, template)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Self
 
-from jsonpath_ng.ext import parse as parse_jsonpath
+from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from pydantic import Field, JsonValue, field_validator, model_validator
 
 from fleetsync.api.constants import INLINE_INVENTORY_MAX
@@ -25,8 +25,8 @@ _RETRY_ON = re.compile(r"^(\d{3}|[1-5]xx|timeout|connect)$")
 def _one_of(model: Model, names: tuple[str, ...], what: str) -> None:
     chosen = [n for n in names if getattr(model, n) is not None]
     if len(chosen) != 1:
-        wire = ", ".join(model.model_fields[n].alias or n for n in names)
-        found = ", ".join(model.model_fields[n].alias or n for n in chosen) or "none"
+        wire = ", ".join(type(model).model_fields[n].alias or n for n in names)
+        found = ", ".join(type(model).model_fields[n].alias or n for n in chosen) or "none"
         raise ValueError(f"exactly one {what} is required ({wire}); found {found}")
 
 

@@ -14,7 +14,8 @@ from fleetsync.api.v1alpha1.status import Condition
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 
 _CRON_FIELD = r"[0-9*/,\-A-Za-z?]+"
-CRON_SHAPE = rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|{_CRON_FIELD}(\s+{_CRON_FIELD}){{4}})$"
+_CRON_MACRO = r"@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
+CRON_SHAPE = rf"^({_CRON_MACRO}|{_CRON_FIELD}(\s+{_CRON_FIELD}){{4}})$"
 HH_MM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 

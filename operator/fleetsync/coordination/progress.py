@@ -1,0 +1,183 @@
+"""Fold shard reports into one run's progress, and judge each vendor fleet-wide.
+
+Reports are cumulative. Items are counted by each shard's checkpoint, which a replacement
+pod inherits, so a restart never counts an item twice. Calls and costs restart at zero in a
+new pod, so the last report of a superseded pod is kept as *retired* and added in. Only the
+newest pod of a shard may report; a zombie predecessor is told to stop.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from fleetsync.api.constants import BreakerState, ItemOutcome
+from fleetsync.api.progress import CheckpointWire, FailedWire, ReportWire, VendorWire
+from fleetsync.api.v1alpha1.status import Cost, FailedItem, ItemCounts, VendorStatus
+
+__all__ = ["RunProgress", "ShardView"]
+
+
+@dataclass(slots=True)
+class ShardView:
+    pod: str
+    state: str = "starting"
+    report: ReportWire | None = None
+    updated: float = 0.0
+
+
+@dataclass(slots=True)
+class _Retired:
+    cost: Counter[str] = field(default_factory=Counter)
+    vendors: dict[str, Counter[str]] = field(default_factory=dict)
+
+
+class RunProgress:
+    def __init__(self, run: str, shards: int, *, expected_total: int | None = None) -> None:
+        self.run = run
+        self.shards = shards
+        self.expected_total = expected_total
+        self.views: dict[int, ShardView] = {}
+        self._retired = _Retired()
+        self._checkpoints: dict[int, CheckpointWire] = {}
+        self._breaker_since: dict[str, float] = {}
+
+    # --- intake ----------------------------------------------------------------------------
+
+    def accept(self, report: ReportWire, now: float) -> bool:
+        """Take a report; False when it comes from a pod this shard has since replaced."""
+        shard = report["shard"]
+        view = self.views.get(shard)
+        if view is None or (report["state"] == "starting" and report["pod"] != view.pod):
+            if view is not None and view.report is not None:
+                self._retire(view.report)
+            view = self.views[shard] = ShardView(pod=report["pod"])
+        elif report["pod"] != view.pod:
+            return False
+        if report["state"] != "starting":
+            view.report = report
+        view.state = report["state"]
+        view.updated = now
+        if report["checkpoint"] is not None:
+            self._checkpoints[shard] = report["checkpoint"]
+        return True
+
+    def _retire(self, report: ReportWire) -> None:
+        self._retired.cost.update(dict(report["cost"]))
+        for vendor in report["vendors"]:
+            counts = self._retired.vendors.setdefault(vendor["name"], Counter())
+            counts.update(
+                calls=vendor["calls"], errors=vendor["errors"], throttled=vendor["throttled"]
+            )
+
+    def resume_for(self, shard: int) -> CheckpointWire | None:
+        return self._checkpoints.get(shard)
+
+    # --- views -----------------------------------------------------------------------------
+
+    @property
+    def done_shards(self) -> int:
+        return sum(1 for v in self.views.values() if v.state == "done")
+
+    @property
+    def finished(self) -> bool:
+        return self.done_shards == self.shards
+
+    def items(self) -> ItemCounts:
+        counts: Counter[str] = Counter()
+        for checkpoint in self._checkpoints.values():
+            counts.update(checkpoint["counts"])
+        totals = [v.report["shardTotal"] if v.report else None for v in self.views.values()]
+        if len(totals) == self.shards and all(t is not None for t in totals):
+            total = sum(t for t in totals if t is not None)
+        elif self.expected_total is not None:
+            total = self.expected_total
+        else:
+            total = sum(v.report["seen"] if v.report else 0 for v in self.views.values())
+        final = sum(counts.values())
+        return ItemCounts(
+            total=total,
+            synced=counts[ItemOutcome.SYNCED],
+            unchanged=counts[ItemOutcome.UNCHANGED],
+            fresh=counts[ItemOutcome.FRESH],
+            stale=counts[ItemOutcome.STALE],
+            failed=counts[ItemOutcome.FAILED],
+            remaining=max(0, total - final),
+        )
+
+    def _live_vendors(self) -> list[VendorWire]:
+        return [vendor for v in self.views.values() if v.report for vendor in v.report["vendors"]]
+
+    def vendors(self) -> list[VendorStatus]:
+        merged: dict[str, dict[str, float]] = {}
+        breakers: dict[str, BreakerState] = {}
+        p95: dict[str, float] = {}
+        concurrency: Counter[str] = Counter()
+        rates: dict[str, float] = {}
+        for vendor in self._live_vendors():
+            name = vendor["name"]
+            totals = merged.setdefault(name, {"calls": 0, "errors": 0, "throttled": 0})
+            totals["calls"] += vendor["calls"]
+            totals["errors"] += vendor["errors"]
+            totals["throttled"] += vendor["throttled"]
+            if vendor["p95Ms"] is not None:
+                p95[name] = max(p95.get(name, 0.0), vendor["p95Ms"])
+            concurrency[name] += vendor["concurrency"]
+            if vendor["requestsPerSecond"] is not None:
+                rates[name] = rates.get(name, 0.0) + vendor["requestsPerSecond"]
+            breakers[name] = _worse(breakers.get(name, BreakerState.CLOSED), vendor["breaker"])
+        for name, counts in self._retired.vendors.items():
+            totals = merged.setdefault(name, {"calls": 0, "errors": 0, "throttled": 0})
+            for k in ("calls", "errors", "throttled"):
+                totals[k] += counts[k]
+        return [
+            VendorStatus(
+                name=name,
+                breaker=breakers.get(name, BreakerState.CLOSED),
+                calls=int(totals["calls"]),
+                errors=int(totals["errors"]),
+                throttled=int(totals["throttled"]),
+                p95_ms=p95.get(name),
+                concurrency=concurrency.get(name),
+                requests_per_second=round(rates[name], 3) if name in rates else None,
+            )
+            for name, totals in sorted(merged.items())
+        ]
+
+    def breaker_verdicts(self) -> dict[str, str]:
+        """Fleet-wide: a vendor any live shard sees Open is Open for every shard."""
+        verdicts: dict[str, str] = {}
+        for vendor in self._live_vendors():
+            if vendor["breaker"] == BreakerState.OPEN:
+                verdicts[vendor["name"]] = BreakerState.OPEN
+            else:
+                verdicts.setdefault(vendor["name"], BreakerState.CLOSED)
+        return verdicts
+
+    def cost(self) -> Cost:
+        totals: Counter[str] = Counter(self._retired.cost)
+        for view in self.views.values():
+            if view.report:
+                totals.update(dict(view.report["cost"]))
+        return Cost(
+            vendor_calls=int(totals["vendorCalls"]),
+            sink_calls=int(totals["sinkCalls"]),
+            write_units=float(totals["writeUnits"]),
+            read_units=float(totals["readUnits"]),
+        )
+
+    def failed_sample(self, limit: int = 20) -> list[FailedItem]:
+        sample: list[FailedWire] = []
+        for view in sorted(self.views.values(), key=lambda v: v.pod):
+            if view.report:
+                sample.extend(view.report["failedSample"])
+        return [
+            FailedItem(key=f["key"], reason=f["reason"], attempts=f["attempts"])
+            for f in sample[:limit]
+        ]
+
+
+def _worse(current: BreakerState, reported: str) -> BreakerState:
+    order = [BreakerState.CLOSED, BreakerState.HALF_OPEN, BreakerState.OPEN]
+    state = BreakerState(reported) if reported in order else BreakerState.CLOSED
+    return max(current, state, key=order.index)

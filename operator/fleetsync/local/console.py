@@ -1,0 +1,117 @@
+"""What ``fleetsync run`` shows: a live progress bar on a terminal, then a summary.
+
+The bar goes to stderr and only to a terminal; stdout carries the summary alone, so with
+``--output json`` its last line is one JSON object a script can parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from fleetsync.api.constants import ExitCode, Reason
+from fleetsync.coordination.progress import RunProgress
+from fleetsync.local.runner import LocalRun, RunOptions
+from fleetsync.local.summary import RunSummary, exit_code_for
+
+__all__ = ["print_summary", "run_with_console"]
+
+
+def _describe(progress: RunProgress, elapsed: float) -> str:
+    items = progress.items()
+    done = items.total - items.remaining
+    rate = done / elapsed if elapsed > 0 else 0.0
+    opened = [v.name for v in progress.vendors() if v.breaker != "Closed"]
+    breakers = f" · breaker open: {', '.join(opened)}" if opened else ""
+    failed = f" · {items.failed} failed" if items.failed else ""
+    return f"{rate:,.0f} items/s{failed}{breakers}"
+
+
+async def _run(run: LocalRun) -> RunSummary:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, run.stop)
+    return await run.run()
+
+
+def run_with_console(options: RunOptions, *, output: str) -> int:
+    run = LocalRun(options)
+    run.prepare()
+    err = Console(stderr=True)
+    if output == "text" and err.is_terminal:
+        with Progress(
+            TextColumn("[bold]{task.fields[name]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task: TaskID = bar.add_task("starting", name=run.name, total=None)
+
+            def update(progress: RunProgress, elapsed: float) -> None:
+                items = progress.items()
+                bar.update(
+                    task,
+                    total=items.total or None,
+                    completed=items.total - items.remaining,
+                    description=_describe(progress, elapsed),
+                )
+
+            run.on_progress = update
+            summary = asyncio.run(_run(run))
+    else:
+        summary = asyncio.run(_run(run))
+    if output == "json":
+        sys.stdout.write(summary.json_line() + "\n")
+    else:
+        print_summary(summary, Console())
+    if summary.reason == Reason.INVALID_SPEC:
+        return ExitCode.INVALID_CONFIG
+    return exit_code_for(summary.phase)
+
+
+def print_summary(summary: RunSummary, console: Console) -> None:
+    items = summary.items
+    colour = {"Succeeded": "green", "PartiallySucceeded": "yellow"}.get(summary.phase, "red")
+    console.print(
+        f"[bold {colour}]{summary.phase}[/] {summary.run}: {summary.message} "
+        f"in {summary.duration_seconds:.2f}s ({summary.shards} shard(s))"
+    )
+    console.print(
+        f"items: total {items.total}, synced {items.synced}, unchanged {items.unchanged}, "
+        f"fresh {items.fresh}, stale {items.stale}, failed {items.failed}, "
+        f"remaining {items.remaining}"
+    )
+    cost = summary.cost
+    console.print(
+        f"cost: {cost.vendor_calls} vendor calls, {cost.sink_calls} sink calls, "
+        f"{cost.write_units:g} write units"
+    )
+    if summary.vendors:
+        table = Table("vendor", "breaker", "calls", "errors", "429s", "p95 ms", box=None)
+        for v in summary.vendors:
+            table.add_row(
+                v.name, v.breaker, str(v.calls), str(v.errors), str(v.throttled),
+                "-" if v.p95_ms is None else f"{v.p95_ms:.0f}",
+            )  # fmt: skip
+        console.print(table)
+    for failed in summary.failed_sample[:5]:
+        console.print(f"  failed {failed.key}: {failed.reason}")
+    if items.failed > len(summary.failed_sample[:5]):
+        console.print("  … all dead letters: fleetsync dead-letters MANIFEST")

@@ -1,0 +1,279 @@
+"""Run every shard of a manifest on this machine, supervised like a Job would supervise pods.
+
+Each shard is a ``fleetsync worker`` process (a single shard runs inside this process, which
+saves a second of start-up on small fleets). Exit 75 (interrupted) is resumed from the
+checkpoint without counting as a failure; a crash or SIGKILL is retried up to
+``backoff_limit`` times per shard, also from the checkpoint; exit 64 fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fleetsync.api.constants import ExitCode, Phase, Reason
+from fleetsync.api.v1alpha1 import SyncJobSpec
+from fleetsync.coordination.progress import RunProgress
+from fleetsync.local.coordinator import InProcessCoordinator, LocalCoordinator
+from fleetsync.local.summary import RunSummary, decide_phase
+from fleetsync.worker.engine import ShardEngine, ShardPlan
+from fleetsync.worker.main import load_spec, run_shard
+from fleetsync.worker.secrets import SecretResolver
+from fleetsync.worker.sinkfactory import build_sink
+
+__all__ = ["LocalRun", "RunOptions", "expected_total", "plan_local_shards"]
+
+log = logging.getLogger("fleetsync.run")
+
+# Below this many items one process is faster than several: starting a worker process costs
+# about half a second of imports, more than a small fleet takes to sync.
+SMALL_FLEET = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    manifest: Path
+    shards: int | None = None
+    parallelism: int | None = None
+    secrets_dir: str | None = None
+    state_dir: Path = Path(".fleetsync")
+    transport: str = "aiohttp"
+    backoff_limit: int = 6
+    in_process: bool | None = None  # None: only when there is a single shard
+
+
+def expected_total(spec: SyncJobSpec) -> int | None:
+    inventory = spec.fleet.inventory
+    if inventory.generate is not None:
+        return inventory.generate.count
+    if inventory.inline is not None:
+        return len(inventory.inline)
+    return None
+
+
+def plan_local_shards(spec: SyncJobSpec, requested: int | None) -> int:
+    if requested is not None:
+        return requested
+    if isinstance(spec.sharding.shards, int):
+        return spec.sharding.shards
+    total = expected_total(spec)
+    if total is not None and total < SMALL_FLEET:
+        return 1
+    return max(1, min(os.cpu_count() or 1, spec.sharding.max_parallelism))
+
+
+@dataclass(slots=True)
+class _ShardOutcome:
+    exit_code: int
+    restarts: int = 0
+
+
+@dataclass(slots=True)
+class LocalRun:
+    options: RunOptions
+    on_progress: Callable[[RunProgress, float], None] | None = None
+    name: str = ""
+    spec: SyncJobSpec | None = None
+    shards: int = 1
+    coordinator: LocalCoordinator | None = None
+    started: float = 0.0
+    _stopping: bool = False
+    _procs: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
+    _engine: ShardEngine | None = None
+
+    def prepare(self) -> None:
+        """Validate everything that can be checked before starting (ManifestError if not)."""
+        self.name, self.spec = load_spec(self.options.manifest)
+        self.shards = plan_local_shards(self.spec, self.options.shards)
+        # Resolve the sink's Secret references now: a missing one is a config error (64),
+        # better said once here than by every shard.
+        build_sink(
+            self.spec,
+            secrets=SecretResolver(self.options.secrets_dir),
+            base_dir=self.options.manifest.parent,
+            create_tables=False,
+        )
+
+    def stop(self) -> None:
+        """Interrupt the run: every shard checkpoints and exits."""
+        self._stopping = True
+        if self.coordinator is not None:
+            self.coordinator.stopping = True
+        for proc in self._procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        if self._engine is not None:
+            self._engine.stop()
+
+    async def run(self) -> RunSummary:
+        if self.spec is None:
+            self.prepare()
+        assert self.spec is not None
+        spec = self.spec
+        progress = RunProgress(self.name, self.shards, expected_total=expected_total(spec))
+        self.coordinator = LocalCoordinator(progress)
+        self.started = time.monotonic()
+        in_process = self.options.in_process
+        if in_process is None:
+            in_process = self.shards == 1
+        ticker = asyncio.create_task(self._tick(progress))
+        deadline = (
+            asyncio.get_running_loop().call_later(spec.deadline_seconds, self.stop)
+            if spec.deadline_seconds
+            else None
+        )
+        try:
+            if in_process:
+                outcomes = {0: await self._run_in_process(spec)}
+            else:
+                url = await self.coordinator.start()
+                outcomes = await self._run_processes(url)
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            if deadline is not None:
+                deadline.cancel()
+            await self.coordinator.stop()
+        return self._summarise(spec, progress, outcomes, deadline_hit=self._deadline_hit(spec))
+
+    def _deadline_hit(self, spec: SyncJobSpec) -> bool:
+        elapsed = time.monotonic() - self.started
+        return bool(spec.deadline_seconds and self._stopping and elapsed >= spec.deadline_seconds)
+
+    async def _tick(self, progress: RunProgress) -> None:
+        while True:
+            if self.on_progress is not None:
+                self.on_progress(progress, time.monotonic() - self.started)
+            await asyncio.sleep(0.25)
+
+    async def _run_in_process(self, spec: SyncJobSpec) -> _ShardOutcome:
+        assert self.coordinator is not None
+        plan = ShardPlan(
+            run=self.name, shard=0, shards=1, pod="local-0", base_dir=self.options.manifest.parent
+        )
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[ShardEngine] = loop.create_future()
+        ready.add_done_callback(lambda f: setattr(self, "_engine", f.result()))
+        result = await run_shard(
+            spec,
+            plan,
+            secrets=SecretResolver(self.options.secrets_dir),
+            coordinator=InProcessCoordinator(self.coordinator),
+            transport=self.options.transport,
+            engine_ready=ready,
+        )
+        return _ShardOutcome(ExitCode.OK if result.state == "done" else ExitCode.INTERRUPTED)
+
+    async def _run_processes(self, url: str) -> dict[int, _ShardOutcome]:
+        assert self.coordinator is not None
+        run_dir = self.options.state_dir / "runs" / self.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        token_file = run_dir / "token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(self.coordinator.token)
+        parallelism = self.options.parallelism or self.shards
+        slots = asyncio.Semaphore(parallelism)
+
+        async def one(shard: int) -> tuple[int, _ShardOutcome]:
+            async with slots:
+                return shard, await self._supervise(shard, url, token_file, run_dir)
+
+        results = await asyncio.gather(*(one(i) for i in range(self.shards)))
+        token_file.unlink(missing_ok=True)
+        return dict(results)
+
+    async def _supervise(
+        self, shard: int, url: str, token_file: Path, run_dir: Path
+    ) -> _ShardOutcome:
+        outcome = _ShardOutcome(exit_code=ExitCode.FAILED)
+        command = [
+            sys.executable, "-m", "fleetsync", "worker",
+            "--manifest", str(self.options.manifest),
+            "--shard", str(shard), "--shards", str(self.shards),
+            "--run", self.name, "--coordinator", url, "--token-file", str(token_file),
+            "--transport", self.options.transport,
+        ]  # fmt: skip
+        if self.options.secrets_dir:
+            command += ["--secrets-dir", self.options.secrets_dir]
+        attempt = 0
+        while not self._stopping or attempt == 0:
+            attempt += 1
+            log_path = run_dir / f"shard-{shard}.log"
+            with log_path.open("ab") as log_file:
+                proc = await asyncio.create_subprocess_exec(
+                    *command,
+                    "--pod",
+                    f"local-{shard}-{attempt}",
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=log_file,
+                )
+                self._procs[shard] = proc
+                (run_dir / f"shard-{shard}.pid").write_text(str(proc.pid))
+                code = await proc.wait()
+                del self._procs[shard]
+            outcome.exit_code = code
+            if code in (ExitCode.OK, ExitCode.INVALID_CONFIG):
+                return outcome
+            if self._stopping:
+                return outcome
+            if code != ExitCode.INTERRUPTED:
+                outcome.restarts += 1
+                log.warning("shard %d exited %d; see %s", shard, code, log_path)
+                if outcome.restarts > self.options.backoff_limit:
+                    return outcome
+                await asyncio.sleep(min(0.1 * 2**outcome.restarts, 5.0))
+        return outcome
+
+    def _summarise(
+        self,
+        spec: SyncJobSpec,
+        progress: RunProgress,
+        outcomes: dict[int, _ShardOutcome],
+        *,
+        deadline_hit: bool,
+    ) -> RunSummary:
+        items = progress.items()
+        reason: str
+        codes = {o.exit_code for o in outcomes.values()}
+        if ExitCode.INVALID_CONFIG in codes:
+            phase, reason, message = (
+                Phase.FAILED,
+                Reason.INVALID_SPEC,
+                "a shard found its config invalid",
+            )
+        elif deadline_hit:
+            phase, reason = Phase.FAILED, Reason.DEADLINE_EXCEEDED
+            message = f"not finished within deadlineSeconds={spec.deadline_seconds}"
+        elif self._stopping:
+            phase, reason, message = Phase.FAILED, Reason.FAILED, "interrupted"
+        elif codes - {ExitCode.OK}:
+            bad = sorted(i for i, o in outcomes.items() if o.exit_code != ExitCode.OK)
+            phase, reason = Phase.FAILED, Reason.FAILED
+            message = (
+                f"shards {bad} kept failing; logs in {self.options.state_dir}/runs/{self.name}"
+            )
+        else:
+            phase, reason, message = decide_phase(items, spec.dead_letter.max_item_failures)
+        return RunSummary(
+            run=self.name,
+            phase=phase,
+            reason=str(reason),
+            message=message,
+            items=items,
+            duration_seconds=time.monotonic() - self.started,
+            cost=progress.cost(),
+            vendors=progress.vendors(),
+            failed_sample=progress.failed_sample(),
+            shards=self.shards,
+            restarts={i: o.restarts for i, o in outcomes.items()},
+        )

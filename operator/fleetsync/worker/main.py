@@ -1,0 +1,177 @@
+"""``fleetsync worker``: one shard as a process, with the exit codes the Job relies on.
+
+0 = shard done; 64 = invalid config (never retried); 75 = interrupted by SIGTERM with the
+checkpoint handed to the coordinator (a replacement resumes); anything else = crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetsync.api.constants import ExitCode
+from fleetsync.api.manifest import load_manifest_file
+from fleetsync.api.progress import ReplyWire, ReportWire
+from fleetsync.api.v1alpha1 import SyncJobSpec, SyncSchedule
+from fleetsync.errors import ManifestError
+from fleetsync.worker.coordination import HttpCoordinator
+from fleetsync.worker.engine import Coordinator, EngineResult, ShardEngine, ShardPlan
+from fleetsync.worker.fetch import AllowedHosts, Fetcher
+from fleetsync.worker.requests import RequestBuilder
+from fleetsync.worker.secrets import SecretResolver
+from fleetsync.worker.sinkfactory import build_sink
+
+__all__ = ["WorkerOptions", "allowed_hosts", "load_spec", "run_shard", "worker_main"]
+
+log = logging.getLogger("fleetsync.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    manifest: Path
+    shard: int
+    shards: int
+    run: str | None = None
+    pod: str | None = None
+    coordinator_url: str | None = None
+    token_file: Path | None = None
+    secrets_dir: str | None = None
+    config_map_dir: Path | None = None
+    transport: str = "aiohttp"
+
+
+def load_spec(path: Path) -> tuple[str, SyncJobSpec]:
+    """(name, spec) of a SyncJob manifest, or of one run of a SyncSchedule's template."""
+    manifest = load_manifest_file(path)
+    if isinstance(manifest, SyncSchedule):
+        return manifest.metadata.name, manifest.spec.job_template.spec
+    return manifest.metadata.name, manifest.spec
+
+
+def allowed_hosts(spec: SyncJobSpec) -> AllowedHosts:
+    http = spec.source.http
+    if http.allowed_hosts is not None:
+        return AllowedHosts(http.allowed_hosts)
+    hosts: set[str] = set()
+    urls = [http.url]
+    if spec.source.vendors:
+        urls += [v.base_url for v in spec.source.vendors.items.values() if v.base_url]
+    if http.auth is not None and http.auth.oauth2 is not None:
+        urls.append(http.auth.oauth2.token_url)
+    if spec.fleet.inventory.http is not None:
+        urls.append(spec.fleet.inventory.http.url)
+    for url in urls:
+        host = AllowedHosts.host_of(url)
+        if host is not None:
+            hosts.add(host)
+    return AllowedHosts(hosts)
+
+
+async def run_shard(
+    spec: SyncJobSpec,
+    plan: ShardPlan,
+    *,
+    secrets: SecretResolver,
+    coordinator: Coordinator,
+    transport: str = "aiohttp",
+    engine_ready: asyncio.Future[ShardEngine] | None = None,
+) -> EngineResult:
+    sink = build_sink(spec, secrets=secrets, base_dir=plan.base_dir)
+    max_connections = spec.source.concurrency.max * 4
+    fetcher = Fetcher(
+        allowed=allowed_hosts(spec),
+        timeout_seconds=spec.source.http.timeout_seconds,
+        max_connections=max_connections,
+        transport=transport,
+    )
+    try:
+        requests = RequestBuilder(spec.source, secrets=secrets, fetcher=fetcher)
+        hello = ShardEngine(
+            spec, plan, sink=sink, fetcher=fetcher, requests=requests, coordinator=coordinator
+        ).build_report("starting")
+        reply = await _first_contact(coordinator, hello)
+        engine = ShardEngine(
+            spec,
+            plan,
+            sink=sink,
+            fetcher=fetcher,
+            requests=requests,
+            coordinator=coordinator,
+            resume=reply["resume"] if reply else None,
+        )
+        if engine_ready is not None:
+            engine_ready.set_result(engine)
+        await sink.open()
+        try:
+            return await engine.run()
+        finally:
+            await sink.close()
+    finally:
+        await fetcher.aclose()
+
+
+async def _first_contact(coordinator: Coordinator, hello: ReportWire) -> ReplyWire | None:
+    # A few tries: the coordinator may be starting. Without it the shard starts from scratch.
+    for delay in (0.0, 0.5, 1.0, 2.0):
+        await asyncio.sleep(delay)
+        try:
+            reply = await coordinator.report(hello)
+        except Exception as error:
+            log.warning("coordinator not reachable yet: %s", type(error).__name__)
+            continue
+        if reply is not None:
+            return reply
+    return None
+
+
+async def _main(options: WorkerOptions) -> int:
+    name, spec = load_spec(options.manifest)
+    plan = ShardPlan(
+        run=options.run or name,
+        shard=options.shard,
+        shards=options.shards,
+        pod=options.pod or f"{socket.gethostname()}-{os.getpid()}",
+        base_dir=options.manifest.parent,
+        config_map_dir=options.config_map_dir,
+    )
+    coordinator: Coordinator = (
+        HttpCoordinator(options.coordinator_url, token_file=options.token_file)
+        if options.coordinator_url
+        else Coordinator()
+    )
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[ShardEngine] = loop.create_future()
+
+    def on_sigterm() -> None:
+        log.info("SIGTERM: finishing in-flight items, then exiting 75")
+        if ready.done():
+            ready.result().stop()
+        else:
+            ready.add_done_callback(lambda f: f.result().stop())
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    try:
+        result = await run_shard(
+            spec,
+            plan,
+            secrets=SecretResolver(options.secrets_dir),
+            coordinator=coordinator,
+            transport=options.transport,
+            engine_ready=ready,
+        )
+    finally:
+        await coordinator.aclose()
+    return ExitCode.OK if result.state == "done" else ExitCode.INTERRUPTED
+
+
+def worker_main(options: WorkerOptions) -> int:
+    try:
+        return asyncio.run(_main(options))
+    except ManifestError as error:
+        log.error("invalid configuration: %s", error)
+        return ExitCode.INVALID_CONFIG

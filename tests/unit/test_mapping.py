@@ -1,0 +1,35 @@
+"""Mapping vendor responses to attributes; malformed payloads fail with a readable reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleetsync.errors import PayloadError
+from fleetsync.worker.mapping import Mapper, content_hash
+
+MAPPING = {"power": "$.data.power", "online": "$.data.online"}
+
+
+def test_maps_by_jsonpath() -> None:
+    mapper = Mapper(MAPPING)
+    body = b'{"data": {"power": 12.5, "online": true, "extra": 1}}'
+    assert mapper.apply(mapper.decode(body)) == {"power": 12.5, "online": True}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "response is not JSON"),
+        (b'{"data": null}', "mapping power: $.data.power matched nothing"),
+        (b'{"data": {"online": true}}', "mapping power: $.data.power matched nothing"),
+    ],
+)
+def test_malformed_payloads_fail_with_reason(body: bytes, reason: str) -> None:
+    mapper = Mapper(MAPPING)
+    with pytest.raises(PayloadError, match=reason.replace("$", r"\$")):
+        mapper.apply(mapper.decode(body))
+
+
+def test_content_hash_ignores_key_order_and_sees_value_changes() -> None:
+    assert content_hash({"a": 1, "b": 2}) == content_hash({"b": 2, "a": 1})
+    assert content_hash({"a": 1}) != content_hash({"a": 2})

@@ -1,0 +1,131 @@
+"""Slot-based rate limits: however a budget is split, no second holds more than the limit."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+
+import pytest
+
+from fleetsync.coordination.budgets import BudgetBook
+from fleetsync.worker.ratelimit import (
+    GUARD_SECONDS,
+    Grant,
+    SlotClock,
+    SlotLimiter,
+    fallback_grant,
+    split_residues,
+)
+
+
+def slot_times(grant: Grant, start: float, end: float) -> list[float]:
+    """Every time at which ``grant`` lets its holder send in [start, end)."""
+    clock = SlotClock(grant.rate)
+    times = []
+    slot = grant.next_slot(clock.first_slot_at(max(start, grant.start)))
+    while slot is not None and clock.time_of(slot) < min(end, grant.until):
+        times.append(clock.time_of(slot))
+        slot = grant.next_slot(slot + 1)
+    return times
+
+
+@pytest.mark.parametrize("rate", [0.5, 1, 2.5, 20, 25, 100])
+@pytest.mark.parametrize("holders", [1, 3, 8, 40])
+def test_split_never_exceeds_rate_in_any_second(rate: float, holders: int) -> None:
+    names = [f"shard-{i}" for i in range(holders)]
+    cycle, residues = split_residues(rate, names)
+    per_second: Counter[int] = Counter()
+    all_times: list[float] = []
+    for name in names:
+        grant = Grant(rate, cycle, residues[name], start=1000.0, until=1060.0)
+        times = slot_times(grant, 1000.0, 1060.0)
+        all_times += times
+        per_second.update(math.floor(t) for t in times)
+    assert len(all_times) == len(set(all_times)), "two holders share a slot"
+    assert max(per_second.values()) <= max(1, math.floor(rate))
+    # The whole budget is handed out: nothing is wasted by the split.
+    assert len(all_times) == pytest.approx(60 * min(rate, math.floor(rate) or 1), abs=1)
+    # Slots keep clear of the second's edges (network jitter must not cross them).
+    assert all(GUARD_SECONDS - 1e-9 <= t % 1 <= 1 - GUARD_SECONDS for t in all_times)
+
+
+def test_every_holder_gets_a_share_even_with_more_holders_than_slots() -> None:
+    cycle, residues = split_residues(5, [f"s{i}" for i in range(12)])
+    assert cycle == 15
+    assert all(len(r) >= 1 for r in residues.values())
+
+
+def test_fallback_shares_of_a_run_never_collide() -> None:
+    times: list[float] = []
+    per_second: Counter[int] = Counter()
+    for shard in range(32):
+        grant = fallback_grant(25, shard, 32, start=0.0)
+        got = slot_times(grant, 0.0, 64.0)
+        assert len(got) == pytest.approx(64 * 25 / 32, abs=1)
+        times += got
+        per_second.update(math.floor(t) for t in got)
+    assert len(times) == len(set(times))
+    assert max(per_second.values()) <= 25
+
+
+def test_budget_book_never_double_books_while_holders_come_and_go() -> None:
+    book = BudgetBook(lease_seconds=3.0, holder_timeout=6.0)
+    book.hold_off(0.0)
+    handed: list[tuple[str, Grant]] = []
+    holders = ["a", "b"]
+    now = 0.0
+    for step in range(400):
+        now = step * 0.25
+        if step == 40:
+            holders.append("c")
+        if step == 120:
+            holders.remove("a")
+        if step == 200:
+            holders += ["d", "e", "f"]
+        for holder in holders:
+            for wire in book.renew(holder, {"vendor": 25.0}, now).get("vendor", []):
+                handed.append(
+                    (holder, Grant(wire["rate"], wire["cycle"], tuple(wire["residues"]),
+                                   wire["start"], wire["until"]))
+                )  # fmt: skip
+    owner: dict[float, str] = {}
+    per_second: Counter[int] = Counter()
+    for holder, grant in handed:
+        for t in slot_times(grant, 0.0, now + 10):
+            if t in owner and owner[t] != holder:
+                pytest.fail(f"slot at {t} granted to {owner[t]} and {holder}")
+            if t not in owner:
+                owner[t] = holder
+                per_second[math.floor(t)] += 1
+    assert max(per_second.values()) <= 25
+    # Once the split settles everyone shares the whole budget.
+    assert per_second[80] == 25
+    assert {owner[t] for t in owner if 90 <= t < 91} == {"b", "c", "d", "e", "f"}
+
+
+def test_nothing_is_granted_before_a_restarted_coordinators_hold_off() -> None:
+    book = BudgetBook(lease_seconds=3.0)
+    book.hold_off(100.0)
+    grants = book.renew("a", {"v": 10.0}, 100.5)["v"]
+    assert grants and all(g["start"] >= 103.0 for g in grants)
+
+
+async def test_limiter_waits_without_a_grant_and_sends_at_its_slots() -> None:
+    limiter = SlotLimiter()
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0.05)
+    assert not waiter.done(), "a shard must never guess a budget"
+    now = time.time()
+    limiter.set_grants([Grant(50, 50, tuple(range(50)), start=now, until=now + 5)])
+    await asyncio.wait_for(waiter, 1.0)
+    sent = []
+    for _ in range(20):
+        await limiter.acquire()
+        sent.append(time.time())
+    assert limiter.used == 21
+    per_second = Counter(math.floor(t) for t in sent)
+    assert max(per_second.values()) <= 50
+    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False) if math.floor(a) == math.floor(b)]
+    assert min(gaps) >= (1 - 2 * GUARD_SECONDS) / 50 - 0.002
