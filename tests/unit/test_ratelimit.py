@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections import Counter
@@ -127,5 +128,5 @@ async def test_limiter_waits_without_a_grant_and_sends_at_its_slots() -> None:
     assert limiter.used == 21
     per_second = Counter(math.floor(t) for t in sent)
     assert max(per_second.values()) <= 50
-    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False) if math.floor(a) == math.floor(b)]
+    gaps = [b - a for a, b in itertools.pairwise(sent) if math.floor(a) == math.floor(b)]
     assert min(gaps) >= (1 - 2 * GUARD_SECONDS) / 50 - 0.002

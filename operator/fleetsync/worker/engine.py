@@ -32,7 +32,8 @@ from fleetsync.errors import (
     ThrottledError,
     VendorError,
 )
-from fleetsync.sinks.base import DeadLetter, JSONValue, Record, RecordState, Sink
+from fleetsync.metrics import WorkerMetrics
+from fleetsync.sinks.base import DeadLetter, JSONValue, Record, RecordState, Sink, SinkCost
 from fleetsync.worker.checkpoint import Checkpoint, CheckpointTracker
 from fleetsync.worker.fetch import Fetcher
 from fleetsync.worker.inventory import Item, iter_inventory, shard_of
@@ -103,6 +104,7 @@ class ShardEngine:
         coordinator: Coordinator,
         resume: Checkpoint | None = None,
         rng: random.Random | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.spec = spec
         self.plan = plan
@@ -114,6 +116,8 @@ class ShardEngine:
         self.retry = RetryPolicy.from_spec(spec.source.retry)
         self.mapper = Mapper(spec.source.mapping)
         self.rng = rng or random.Random()
+        self.metrics = metrics
+        self._sink_seen = SinkCost()
         self.vendors: dict[str, VendorRuntime] = {}
         self._limiters: dict[str, SlotLimiter] = {}
         self._queues: dict[str, asyncio.Queue[_Pending | None]] = {}
@@ -121,6 +125,7 @@ class ShardEngine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Semaphore(plan.max_pending)
         self._stopping = asyncio.Event()
+        self._wake_reporter = asyncio.Event()
         self._records: list[tuple[int, Record]] = []
         self._letters: list[tuple[int, DeadLetter]] = []
         self._write_slots = asyncio.Semaphore(getattr(sink, "max_concurrent_writes", 4))
@@ -233,6 +238,8 @@ class ShardEngine:
             limiter = None
             key, _rate = limit_for(self.spec.source, name)
             if key is not None:
+                if key not in self._limiters:
+                    self._wake_reporter.set()  # ask for this key's budget now, not in a second
                 limiter = self._limiters.setdefault(key, SlotLimiter())
             runtime = VendorRuntime(name, self.spec.source, limiter=limiter)
             self.vendors[name] = runtime
@@ -312,6 +319,7 @@ class ShardEngine:
             try:
                 result = await self.fetcher.fetch(request.method, request.url, request.headers)
             except ThrottledError as error:
+                self._observe(vendor, "429", None)
                 vendor.stats.throttled += 1
                 vendor.concurrency.on_throttle()
                 retryable = self.retry.retryable(status=429)
@@ -323,6 +331,8 @@ class ShardEngine:
                 )
                 continue
             except VendorError as error:
+                code = {None: "timeout", -1: "connect"}.get(error.status, str(error.status))
+                self._observe(vendor, code, None)
                 vendor.stats.errors += 1
                 refreshed = error.status == 401 and await self.requests.unauthorized(request)
                 if refreshed and self.retry.attempts_left(attempt):
@@ -339,6 +349,7 @@ class ShardEngine:
                     raise
                 await asyncio.sleep(self.retry.delay(attempt, rng=self.rng))
                 continue
+            self._observe(vendor, str(result.status), result.latency)
             vendor.breaker.record(True)
             vendor.concurrency.on_success(result.latency)
             vendor.stats.latencies.append(result.latency)
@@ -348,11 +359,17 @@ class ShardEngine:
                 error.attempts = attempt  # type: ignore[attr-defined]
                 raise
 
+    def _observe(self, vendor: VendorRuntime, code: str, latency: float | None) -> None:
+        if self.metrics is not None:
+            self.metrics.request(vendor.name, code, latency)
+
     # --- outcomes, batches, dead letters -------------------------------------------------
 
     def _finish(self, index: int, outcome: ItemOutcome) -> None:
         self.tracker.finish(index, outcome.value)
         self._room.release()
+        if self.metrics is not None:
+            self.metrics.item(outcome.value)
 
     def _dead_letter(self, pending: _Pending, reason: str, *, attempts: int) -> None:
         letter = DeadLetter(
@@ -409,10 +426,33 @@ class ShardEngine:
 
     async def _report_loop(self) -> None:
         while True:
+            self._wake_reporter.clear()
             await self._send_report("running")
-            await asyncio.sleep(self.plan.report_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_reporter.wait(), self.plan.report_interval)
+
+    def _update_gauges(self) -> None:
+        if self.metrics is None:
+            return
+        for vendor in self.vendors.values():
+            self.metrics.vendor_state(vendor.name, vendor.breaker.state, vendor.concurrency.limit)
+        cost, seen = self.sink.cost, self._sink_seen
+        self.metrics.sink_delta(
+            type(self.sink).__name__.removesuffix("Sink").lower(),
+            calls=cost.calls - seen.calls,
+            write_units=cost.write_units - seen.write_units,
+            unprocessed=cost.unprocessed_items - seen.unprocessed_items,
+            throttles=cost.throttles - seen.throttles,
+        )
+        self._sink_seen = SinkCost(
+            calls=cost.calls,
+            write_units=cost.write_units,
+            unprocessed_items=cost.unprocessed_items,
+            throttles=cost.throttles,
+        )
 
     def build_report(self, state: ShardState) -> ReportWire:
+        self._update_gauges()
         cost = self.sink.cost
         wants: dict[str, float] = {}
         for vendor in self.vendors.values():

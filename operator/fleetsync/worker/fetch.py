@@ -40,6 +40,8 @@ class AllowedHosts:
         return host in self._hosts or with_port in self._hosts
 
     def check(self, url: str) -> None:
+        if not urlsplit(url).hostname:
+            raise HostNotAllowedError(f"URL {url!r} has no host (is the vendor's baseUrl set?)")
         if url not in self:
             host = urlsplit(url).netloc or url
             raise HostNotAllowedError(f"host {host} is not in allowedHosts; request not sent")
@@ -68,15 +70,17 @@ class Fetcher:
         allowed: AllowedHosts,
         timeout_seconds: float,
         max_connections: int,
-        transport: str = "aiohttp",
+        transport: str | httpx.AsyncBaseTransport = "aiohttp",
     ) -> None:
         self.allowed = allowed
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=None)
-        pool: httpx.AsyncBaseTransport = (
-            AiohttpTransport(limits=limits, trust_env=False)
-            if transport == "aiohttp"
-            else httpx.AsyncHTTPTransport(limits=limits)
-        )
+        pool: httpx.AsyncBaseTransport
+        if isinstance(transport, httpx.AsyncBaseTransport):
+            pool = transport  # tests: httpx.MockTransport
+        elif transport == "aiohttp":
+            pool = AiohttpTransport(limits=limits, trust_env=False)
+        else:
+            pool = httpx.AsyncHTTPTransport(limits=limits)
         self.client = httpx.AsyncClient(
             transport=pool,
             timeout=httpx.Timeout(timeout_seconds),

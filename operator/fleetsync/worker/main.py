@@ -14,6 +14,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from fleetsync.api.constants import ExitCode
 from fleetsync.api.manifest import load_manifest_file
 from fleetsync.api.progress import ReplyWire, ReportWire
@@ -78,7 +80,7 @@ async def run_shard(
     *,
     secrets: SecretResolver,
     coordinator: Coordinator,
-    transport: str = "aiohttp",
+    transport: str | httpx.AsyncBaseTransport = "aiohttp",
     engine_ready: asyncio.Future[ShardEngine] | None = None,
 ) -> EngineResult:
     sink = build_sink(spec, secrets=secrets, base_dir=plan.base_dir)

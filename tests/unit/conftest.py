@@ -1,0 +1,72 @@
+"""In-memory fakes for unit tests of pure engine logic (integration tests use real servers)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from fleetsync.sinks.base import DeadLetter, Record, RecordState, SinkCost, WriteResult
+
+
+class MemorySink:
+    """Keeps records in a dict; honours the monotonic guard like the real sinks."""
+
+    max_batch_size = 25
+
+    def __init__(self, *, monotonic: bool = False, fail_keys: Sequence[str] = ()) -> None:
+        self.rows: dict[str, Record] = {}
+        self.letters: dict[tuple[str, str], DeadLetter] = {}
+        self.monotonic = monotonic
+        self.fail_keys = set(fail_keys)
+        self.batches: list[list[str]] = []
+        self._cost = SinkCost()
+
+    @property
+    def cost(self) -> SinkCost:
+        return self._cost
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def read_state(self, keys: Sequence[str]) -> Mapping[str, RecordState]:
+        self._cost.calls += 1
+        return {
+            k: RecordState(r.content_hash, r.synced_at, r.monotonic_value)
+            for k in keys
+            if (r := self.rows.get(k)) is not None
+        }
+
+    async def write_batch(self, records: Sequence[Record]) -> WriteResult:
+        self._cost.calls += 1
+        self.batches.append([r.key for r in records])
+        result = WriteResult()
+        for record in records:
+            old = self.rows.get(record.key)
+            if record.key in self.fail_keys:
+                result.failed[record.key] = "refused"
+            elif (
+                self.monotonic
+                and old is not None
+                and old.monotonic_value is not None
+                and record.monotonic_value is not None
+                and record.monotonic_value < old.monotonic_value  # type: ignore[operator]
+            ):
+                result.stale.append(record.key)
+            else:
+                self.rows[record.key] = record
+                result.written.append(record.key)
+        return result
+
+    async def write_dead_letters(self, run: str, letters: Sequence[DeadLetter]) -> None:
+        self._cost.calls += 1
+        for letter in letters:
+            self.letters[(run, letter.key)] = letter
+
+    async def read_dead_letters(self, run: str, limit: int | None = None) -> list[DeadLetter]:
+        return [v for (r, _), v in self.letters.items() if r == run][:limit]
+
+    async def clear_dead_letters(self, run: str, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.letters.pop((run, key), None)
