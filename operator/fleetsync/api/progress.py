@@ -36,7 +36,8 @@ class VendorWire(TypedDict):
     throttled: int
     p95Ms: float | None
     breaker: str
-    breakerSince: float | None
+    breakerSince: float | None  # wall-clock epoch seconds
+    breakerForced: bool  # Open because the coordinator said so, not by this shard's calls
     concurrency: int
     limitKey: str | None
     requestsPerSecond: float | None

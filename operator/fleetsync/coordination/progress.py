@@ -145,10 +145,10 @@ class RunProgress:
         ]
 
     def breaker_verdicts(self) -> dict[str, str]:
-        """Fleet-wide: a vendor any live shard sees Open is Open for every shard."""
+        """Fleet-wide: a vendor any live shard finds Open by its own calls is Open for all."""
         verdicts: dict[str, str] = {}
         for vendor in self._live_vendors():
-            if vendor["breaker"] == BreakerState.OPEN:
+            if vendor["breaker"] == BreakerState.OPEN and not vendor["breakerForced"]:
                 verdicts[vendor["name"]] = BreakerState.OPEN
             else:
                 verdicts.setdefault(vendor["name"], BreakerState.CLOSED)

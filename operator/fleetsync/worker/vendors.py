@@ -8,10 +8,10 @@ vendor's base URL) under which the coordinator divides the budget across shards 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from fleetsync.api.constants import BreakerState
 from fleetsync.api.progress import VendorWire
 from fleetsync.api.v1alpha1.syncjob import Source
 from fleetsync.worker.breaker import CircuitBreaker
@@ -76,12 +76,9 @@ class VendorRuntime:
             throttled=self.stats.throttled,
             p95Ms=self.stats.p95_ms(),
             breaker=str(snapshot.state),
-            breakerSince=snapshot.since,
+            breakerSince=time.time() - (time.monotonic() - snapshot.since),
+            breakerForced=snapshot.forced,
             concurrency=self.concurrency.limit,
             limitKey=self.limit_key,
             requestsPerSecond=self.limiter.current_share() if self.limiter else None,
         )
-
-    @property
-    def breaker_state(self) -> BreakerState:
-        return self.breaker.state

@@ -1,0 +1,173 @@
+"""Retry, circuit breaker and adaptive concurrency: the policies, with fake clocks."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from fleetsync.api.constants import BreakerState
+from fleetsync.api.v1alpha1.syncjob import CircuitBreaker as BreakerSpec
+from fleetsync.api.v1alpha1.syncjob import Concurrency, Retry
+from fleetsync.worker.breaker import CircuitBreaker
+from fleetsync.worker.concurrency import AdaptiveConcurrency, ConcurrencyGate
+from fleetsync.worker.retry import RetryPolicy, parse_retry_after
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_retry_classifies_statuses_and_flags() -> None:
+    policy = RetryPolicy.from_spec(Retry())
+    assert policy.retryable(status=429) and policy.retryable(status=503)
+    assert not policy.retryable(status=404)
+    assert policy.retryable(timeout=True) and policy.retryable(connect=True)
+    only_503 = RetryPolicy.from_spec(Retry(retry_on=["503"]))
+    assert only_503.retryable(status=503) and not only_503.retryable(status=500)
+
+
+def test_full_jitter_stays_under_the_capped_exponential() -> None:
+    policy = RetryPolicy.from_spec(
+        Retry.model_validate({"backoff": {"baseSeconds": 0.2, "maxSeconds": 2}})
+    )
+    rng = random.Random(1)
+    for attempt, cap in [(1, 0.2), (2, 0.4), (3, 0.8), (6, 2.0)]:
+        delays = [policy.delay(attempt, rng=rng) for _ in range(500)]
+        assert min(delays) >= 0 and max(delays) <= cap
+        assert max(delays) > cap * 0.9  # jitter uses the whole range
+    assert policy.delay(1, retry_after=5, rng=rng) == 5  # Retry-After is a floor
+
+
+def test_retry_after_parsing() -> None:
+    assert parse_retry_after("3", now=0) == 3
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10
+    assert parse_retry_after("soon", now=0) is None
+    assert parse_retry_after(None, now=0) is None
+
+
+def spec(**kw: float) -> BreakerSpec:
+    base = {"failureRateThreshold": 50, "minimumCalls": 10, "windowSeconds": 30,
+            "openSeconds": 30, "halfOpenCalls": 3}  # fmt: skip
+    return BreakerSpec.model_validate(base | kw)
+
+
+def test_breaker_opens_on_failure_rate_and_recovers_through_half_open() -> None:
+    clock = Clock()
+    transitions: list[tuple[BreakerState, BreakerState]] = []
+    breaker = CircuitBreaker(
+        spec(), clock=clock, on_transition=lambda a, b: transitions.append((a, b))
+    )
+    for i in range(9):
+        breaker.record(i % 2 == 0)  # 4 failures of 9: below minimumCalls
+    assert breaker.state is BreakerState.CLOSED
+    breaker.record(False)  # 5 of 10 = 50 %
+    assert breaker.state is BreakerState.OPEN and not breaker.allow()
+    clock.now += 30
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert [breaker.allow() for _ in range(4)] == [True, True, True, False]
+    for _ in range(3):
+        breaker.record(True)
+    assert breaker.state is BreakerState.CLOSED
+    assert transitions == [
+        (BreakerState.CLOSED, BreakerState.OPEN),
+        (BreakerState.OPEN, BreakerState.HALF_OPEN),
+        (BreakerState.HALF_OPEN, BreakerState.CLOSED),
+    ]
+
+
+def test_failed_probe_reopens_and_old_failures_age_out() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(spec(), clock=clock)
+    for _ in range(10):
+        breaker.record(False)
+    clock.now += 30
+    assert breaker.allow()
+    breaker.record(False)
+    assert breaker.state is BreakerState.OPEN
+    fresh = CircuitBreaker(spec(), clock=clock)
+    for _ in range(6):
+        fresh.record(False)
+    clock.now += 31  # those failures left the window
+    for _ in range(6):
+        fresh.record(True)
+    assert fresh.state is BreakerState.CLOSED
+
+
+def test_fleet_verdict_opens_a_healthy_breaker_and_clears_it() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(spec(), clock=clock)
+    breaker.force(BreakerState.OPEN)
+    assert not breaker.allow() and breaker.snapshot().forced
+    since = breaker.since
+    clock.now += 10
+    breaker.force(BreakerState.OPEN)  # repeated verdicts do not restart the open timer
+    assert breaker.since == since
+    breaker.force(None)
+    assert breaker.state is BreakerState.CLOSED and breaker.allow()
+
+
+def test_fixed_concurrency_never_moves() -> None:
+    limit = AdaptiveConcurrency(Concurrency(mode="fixed", initial=8))
+    for _ in range(100):
+        limit.on_success(0.01)
+    limit.on_throttle()
+    assert limit.limit == 8
+
+
+def test_aimd_grows_halves_once_per_window_and_respects_bounds() -> None:
+    clock = Clock()
+    limit = AdaptiveConcurrency(Concurrency(initial=4, min=2, max=64), clock=clock)
+    for _ in range(3000):
+        limit.on_success(0.05)
+    assert limit.limit == 64
+    limit.on_throttle()
+    limit.on_throttle()  # same window: the burst of 429s from one overshoot halves once
+    assert limit.limit == 32
+    for _ in range(10):
+        clock.now += 1
+        limit.on_throttle()
+    assert limit.limit == 2
+
+
+def test_latency_gradient_stops_growth_at_the_knee() -> None:
+    clock = Clock()
+    limit = AdaptiveConcurrency(Concurrency(initial=1, min=1, max=256), clock=clock)
+    # A vendor that serves 20 requests at 50 ms; beyond that it queues (latency grows).
+    for _ in range(20_000):
+        clock.now += 0.001
+        limit.on_success(0.05 * max(1.0, limit.limit / 20))
+    assert 15 <= limit.limit <= 60
+
+
+async def test_gate_admits_at_most_limit_and_follows_it_down() -> None:
+    controller = AdaptiveConcurrency(Concurrency(mode="fixed", initial=3, min=1, max=3))
+    gate = ConcurrencyGate(controller)
+    peak = 0
+    release = asyncio.Event()
+
+    async def work() -> None:
+        nonlocal peak
+        async with gate:
+            peak = max(peak, gate.in_flight)
+            await release.wait()
+
+    tasks = [asyncio.create_task(work()) for _ in range(10)]
+    await asyncio.sleep(0.01)
+    assert gate.in_flight == 3
+    release.set()
+    await asyncio.gather(*tasks)
+    assert peak == 3 and gate.in_flight == 0
+
+
+@pytest.mark.parametrize("threshold", [50, 100])
+def test_breaker_threshold_boundaries(threshold: float) -> None:
+    breaker = CircuitBreaker(spec(failureRateThreshold=threshold), clock=Clock())
+    for i in range(10):
+        breaker.record(i >= 5)
+    assert (breaker.state is BreakerState.OPEN) == (threshold <= 50)
