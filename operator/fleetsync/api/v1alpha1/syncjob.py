@@ -10,7 +10,7 @@ import re
 from typing import Annotated, Literal, Self
 
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
-from pydantic import Field, JsonValue, field_validator, model_validator
+from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from fleetsync.api.constants import INLINE_INVENTORY_MAX
 from fleetsync.api.durations import parse_duration
@@ -20,6 +20,16 @@ from fleetsync.api.v1alpha1.status import SyncJobStatus
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 _RETRY_ON = re.compile(r"^(\d{3}|[1-5]xx|timeout|connect)$")
+
+
+def _cel_one_of(*fields: str, what: str) -> ConfigDict:
+    """The API server's copy of :func:`_one_of`, as a CEL rule in the generated CRD."""
+    present = ", ".join(f"has(self.{f})" for f in fields)
+    rule = {
+        "rule": f"[{present}].filter(x, x).size() == 1",
+        "message": f"exactly one {what} is required ({', '.join(fields)})",
+    }
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": [rule]})
 
 
 def _one_of(model: Model, names: tuple[str, ...], what: str) -> None:
@@ -62,6 +72,10 @@ class GenerateInventory(Model):
 
 class Inventory(Model):
     """Where the fleet's items come from: exactly one source."""
+
+    model_config = _cel_one_of(
+        "inline", "configMapRef", "http", "sinkQuery", "file", "generate", what="inventory source"
+    )
 
     inline: list[dict[str, JsonValue]] | None = Field(None, max_length=INLINE_INVENTORY_MAX)
     config_map_ref: ConfigMapRef | None = None
@@ -106,6 +120,8 @@ class OAuth2(Model):
 
 
 class Auth(Model):
+    model_config = _cel_one_of("secretRef", "oauth2", what="auth method")
+
     secret_ref: SecretKeyRef | None = None
     scheme: str = Field("Bearer", description="Prefix of the header value; empty for none.")
     header: str = Field("Authorization", min_length=1)
@@ -173,6 +189,17 @@ class CircuitBreaker(Model):
 
 
 class Concurrency(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.min <= self.initial && self.initial <= self.max",
+                    "message": "must satisfy min <= initial <= max",
+                }
+            ]
+        }
+    )
+
     mode: Literal["adaptive", "fixed"] = "adaptive"
     initial: int = Field(16, ge=1, le=10_000)
     min: int = Field(1, ge=1, le=10_000)
@@ -250,6 +277,8 @@ class PostgresSink(Model):
 
 
 class Sink(Model):
+    model_config = _cel_one_of("sqlite", "dynamodb", "postgres", what="sink")
+
     sqlite: SqliteSink | None = None
     dynamodb: DynamoSink | None = None
     postgres: PostgresSink | None = None
@@ -281,9 +310,23 @@ class Write(Model):
         return None if self.fresh_for is None else parse_duration(self.fresh_for)
 
 
+_COUNT_OR_AUTO = {
+    "x-kubernetes-validations": [
+        {
+            "rule": "type(self) == string || (self >= 1 && self <= 10000)",
+            "message": "must be between 1 and 10000, or auto",
+        }
+    ]
+}
+
+
 class Sharding(Model):
-    shards: int | Literal["auto"] = Field("auto", description="Number of shards, or auto.")
-    parallelism: int | Literal["auto"] = "auto"
+    shards: int | Literal["auto"] = Field(
+        "auto", description="Number of shards, or auto.", json_schema_extra=_COUNT_OR_AUTO
+    )
+    parallelism: int | Literal["auto"] = Field(
+        "auto", description="Pods running at once, or auto.", json_schema_extra=_COUNT_OR_AUTO
+    )
     max_parallelism: int = Field(32, ge=1, le=1000)
 
     @field_validator("shards", "parallelism")

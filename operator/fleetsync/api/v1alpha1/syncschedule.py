@@ -6,7 +6,7 @@ import re
 from typing import Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from fleetsync.api.v1alpha1._base import Model
 from fleetsync.api.v1alpha1.meta import ObjectMeta
@@ -20,6 +20,14 @@ HH_MM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
 class ActiveWindow(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.start != self.end", "message": "start and end must differ"}
+            ]
+        }
+    )
+
     start: str = Field(pattern=HH_MM, description="HH:MM in the schedule's time zone.")
     end: str = Field(pattern=HH_MM, description="HH:MM; before start means overnight.")
 

@@ -1,0 +1,51 @@
+"""The CRDs are generated from the models; the committed copies must not drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from fleetsync.api.crd import build_crds
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_crds_match_the_models() -> None:
+    for crd in build_crds():
+        path = ROOT / "crds" / f"{crd['metadata']['name']}.yaml"
+        assert yaml.safe_load(path.read_text()) == crd, (
+            f"{path} is stale: run `fleetsync crds --output-dir crds`"
+        )
+
+
+def walk(node: object, path: str = "") -> list[str]:
+    """Paths of schema nodes that are not structural (no type and no escape hatch)."""
+    bad: list[str] = []
+    if isinstance(node, dict):
+        escapes = {"type", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields"}
+        if not escapes & node.keys():
+            bad.append(path or "/")
+        for name, child in node.get("properties", {}).items():
+            bad += walk(child, f"{path}.{name}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                bad += walk(node[key], f"{path}[{key}]")
+    return bad
+
+
+def test_schemas_are_structural() -> None:
+    for crd in build_crds():
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        assert walk(schema) == []
+        text = yaml.safe_dump(schema)
+        assert "$ref" not in text and "anyOf" not in text and "title" not in text
+
+
+def test_printer_columns_and_names() -> None:
+    syncjob, schedule = build_crds()
+    names = syncjob["spec"]["names"]
+    assert names["shortNames"] == ["sj"] and names["categories"] == ["fleetsync"]
+    columns = [c["name"] for c in syncjob["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert columns == ["Phase", "Progress", "Failed", "Duration", "Age"]
+    assert schedule["spec"]["names"]["shortNames"] == ["ss"]
