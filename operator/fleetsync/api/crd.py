@@ -78,14 +78,16 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
             out[key] = _convert(value, defs)
         elif key == "additionalProperties" and value is False:
-            continue  # structural schemas prune unknown fields; extra=forbid is checked by CEL-free pruning
+            # Unknown fields: the API server prunes them and kubectl's strict field
+            # validation reports them by name, which is what extra="forbid" says.
+            continue
         else:
             out[key] = _convert(value, defs)
     free_values = out.get("additionalProperties", {}).get("x-kubernetes-preserve-unknown-fields")
-    if out.get("type") == "object" and "properties" not in out:
-        if free_values or "additionalProperties" not in out:
-            out.pop("additionalProperties", None)
-            out["x-kubernetes-preserve-unknown-fields"] = True
+    no_schema = free_values or "additionalProperties" not in out
+    if out.get("type") == "object" and "properties" not in out and no_schema:
+        out.pop("additionalProperties", None)
+        out["x-kubernetes-preserve-unknown-fields"] = True
     return out
 
 
