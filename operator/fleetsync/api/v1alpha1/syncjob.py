@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Self
 
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from fleetsync.api.constants import INLINE_INVENTORY_MAX
 from fleetsync.api.durations import parse_duration
@@ -25,7 +26,7 @@ _RETRY_ON = re.compile(r"^(\d{3}|[1-5]xx|timeout|connect)$")
 def _cel_one_of(*fields: str, what: str) -> ConfigDict:
     """The API server's copy of :func:`_one_of`, as a CEL rule in the generated CRD."""
     present = ", ".join(f"has(self.{f})" for f in fields)
-    rule = {
+    rule: JsonDict = {
         "rule": f"[{present}].filter(x, x).size() == 1",
         "message": f"exactly one {what} is required ({', '.join(fields)})",
     }
@@ -310,7 +311,7 @@ class Write(Model):
         return None if self.fresh_for is None else parse_duration(self.fresh_for)
 
 
-_COUNT_OR_AUTO = {
+_COUNT_OR_AUTO: JsonDict = {
     "x-kubernetes-validations": [
         {
             "rule": "type(self) == string || (self >= 1 && self <= 10000)",

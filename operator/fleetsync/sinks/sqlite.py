@@ -1,0 +1,245 @@
+"""SQLite: the embedded default sink — one file, no server, safe for several local shards.
+
+WAL mode lets readers and one writer proceed together, and ``busy_timeout`` makes the shard
+processes of ``fleetsync run`` queue for the write lock instead of failing. Each batch is
+one transaction: an ``INSERT … ON CONFLICT DO UPDATE … WHERE <monotonic guard>`` whose
+``RETURNING`` tells which rows were written (the rest were stale). Attribute columns are
+added when a batch first carries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from fleetsync.errors import SinkError
+from fleetsync.sinks.base import DeadLetter, JSONValue, Record, RecordState, SinkCost, WriteResult
+from fleetsync.sinks.merge import merge_batch
+
+__all__ = ["SqliteSink"]
+
+_BOOKKEEPING = ("key", "_fs_hash", "_fs_synced_at")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _affinity(value: JSONValue) -> str:
+    if isinstance(value, bool | int):
+        return "INTEGER"
+    if isinstance(value, float):
+        return "REAL"
+    return "TEXT"
+
+
+def _stored(value: JSONValue) -> object:
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+class SqliteSink:
+    max_batch_size: int
+    max_concurrent_writes = 1  # SQLite has one writer; more would only wait for the lock
+
+    def __init__(
+        self,
+        path: str,
+        table: str,
+        *,
+        monotonic_attribute: str | None = None,
+        batch_size: int = 500,
+    ) -> None:
+        self.path = path
+        self.table = table
+        self.monotonic_attribute = monotonic_attribute
+        self.max_batch_size = batch_size
+        self._cost = SinkCost()
+        self._connection: sqlite3.Connection | None = None
+        self._columns: set[str] = set()
+        # One thread owns the connection: sqlite3 objects must stay on their thread.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+
+    @property
+    def cost(self) -> SinkCost:
+        return self._cost
+
+    async def _run(self, fn: object, *args: object) -> object:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)  # type: ignore[arg-type]
+        except sqlite3.Error as error:
+            raise SinkError(f"sqlite {self.path}: {error}") from error
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA busy_timeout=60000")
+        t = _quote(self.table)
+        connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {t} "
+            "(key TEXT PRIMARY KEY, _fs_hash TEXT, _fs_synced_at REAL)"
+        )
+        dl = _quote(self.table + "_dead_letters")
+        connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {dl} (run TEXT NOT NULL, key TEXT NOT NULL, "
+            "reason TEXT NOT NULL, attempts INTEGER NOT NULL, item TEXT NOT NULL, "
+            "failed_at REAL NOT NULL, PRIMARY KEY (run, key))"
+        )
+        self._connection = connection
+        self._load_columns()
+
+    def _load_columns(self) -> None:
+        assert self._connection is not None
+        rows = self._connection.execute(f"PRAGMA table_info({_quote(self.table)})").fetchall()
+        self._columns = {row[1] for row in rows}
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._run(self._connection.close)
+            self._connection = None
+        self._executor.shutdown(wait=True)
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def _read_state(self, keys: Sequence[str]) -> dict[str, RecordState]:
+        assert self._connection is not None
+        monotonic = self.monotonic_attribute
+        column = _quote(monotonic) if monotonic and monotonic in self._columns else "NULL"
+        marks = ",".join("?" * len(keys))
+        rows = self._connection.execute(
+            f"SELECT key, _fs_hash, _fs_synced_at, {column} FROM {_quote(self.table)} "
+            f"WHERE key IN ({marks})",
+            list(keys),
+        ).fetchall()
+        return {row[0]: RecordState(row[1], row[2], row[3]) for row in rows}
+
+    async def read_state(self, keys: Sequence[str]) -> Mapping[str, RecordState]:
+        if not keys:
+            return {}
+        self._cost.calls += 1
+        result = await self._run(self._read_state, list(keys))
+        assert isinstance(result, dict)
+        return result
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def _ensure_columns(self, records: Sequence[Record]) -> None:
+        assert self._connection is not None
+        for record in records:
+            for name, value in record.attributes.items():
+                if name in self._columns or name in _BOOKKEEPING:
+                    continue
+                try:
+                    self._connection.execute(
+                        f"ALTER TABLE {_quote(self.table)} ADD COLUMN {_quote(name)} "
+                        f"{_affinity(value)}"
+                    )
+                except sqlite3.OperationalError as error:
+                    if "duplicate column" not in str(error):
+                        raise  # another shard process added it first: fine
+                self._columns.add(name)
+
+    def _write(self, records: Sequence[Record]) -> list[str]:
+        assert self._connection is not None
+        self._ensure_columns(records)
+        names = sorted({n for r in records for n in r.attributes} - set(_BOOKKEEPING))
+        columns = ["key", "_fs_hash", "_fs_synced_at", *names]
+        quoted = ", ".join(_quote(c) for c in columns)
+        updates = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in columns[1:])
+        guard = ""
+        m = self.monotonic_attribute
+        if m:
+            t, q = _quote(self.table), _quote(m)
+            guard = f" WHERE {t}.{q} IS NULL OR excluded.{q} IS NULL OR {t}.{q} <= excluded.{q}"
+        row_marks = "(" + ", ".join("?" * len(columns)) + ")"
+        sql = (
+            f"INSERT INTO {_quote(self.table)} ({quoted}) VALUES "
+            + ", ".join([row_marks] * len(records))
+            + f" ON CONFLICT(key) DO UPDATE SET {updates}{guard} RETURNING key"
+        )
+        params: list[object] = []
+        for record in records:
+            params += [record.key, record.content_hash, record.synced_at]
+            params += [_stored(record.attributes.get(n)) for n in names]
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            written = [row[0] for row in connection.execute(sql, params).fetchall()]
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return written
+
+    async def write_batch(self, records: Sequence[Record]) -> WriteResult:
+        merged, superseded = merge_batch(records)
+        result = WriteResult()
+        if not merged:
+            return result
+        self._cost.calls += 1
+        written = await self._run(self._write, merged)
+        assert isinstance(written, list)
+        done = set(written)
+        for record in merged:
+            (result.written if record.key in done else result.stale).append(record.key)
+        result.written += [k for k in superseded if k not in done and k not in result.stale]
+        self._cost.write_units += len(done)
+        return result
+
+    # --- dead letters ----------------------------------------------------------------------
+
+    def _write_letters(self, run: str, letters: Sequence[DeadLetter]) -> None:
+        assert self._connection is not None
+        self._connection.executemany(
+            f"INSERT INTO {_quote(self.table + '_dead_letters')} "
+            "(run, key, reason, attempts, item, failed_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(run, key) DO UPDATE SET reason = excluded.reason, "
+            "attempts = excluded.attempts, item = excluded.item, failed_at = excluded.failed_at",
+            [
+                (run, le.key, le.reason, le.attempts, json.dumps(dict(le.item)), le.failed_at)
+                for le in letters
+            ],
+        )
+
+    async def write_dead_letters(self, run: str, letters: Sequence[DeadLetter]) -> None:
+        if letters:
+            self._cost.calls += 1
+            await self._run(self._write_letters, run, list(letters))
+
+    def _read_letters(self, run: str, limit: int | None) -> list[DeadLetter]:
+        assert self._connection is not None
+        rows = self._connection.execute(
+            f"SELECT key, reason, attempts, item, failed_at FROM "
+            f"{_quote(self.table + '_dead_letters')} WHERE run = ? ORDER BY key LIMIT ?",
+            (run, -1 if limit is None else limit),
+        ).fetchall()
+        return [DeadLetter(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    async def read_dead_letters(self, run: str, limit: int | None = None) -> list[DeadLetter]:
+        self._cost.calls += 1
+        letters = await self._run(self._read_letters, run, limit)
+        assert isinstance(letters, list)
+        return letters
+
+    def _clear(self, run: str, keys: Sequence[str]) -> None:
+        assert self._connection is not None
+        self._connection.executemany(
+            f"DELETE FROM {_quote(self.table + '_dead_letters')} WHERE run = ? AND key = ?",
+            [(run, key) for key in keys],
+        )
+
+    async def clear_dead_letters(self, run: str, keys: Sequence[str]) -> None:
+        if keys:
+            self._cost.calls += 1
+            await self._run(self._clear, run, list(keys))
