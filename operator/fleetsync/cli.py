@@ -133,6 +133,63 @@ def worker(
 
 
 @cli.command()
+@click.option("--namespace", "namespaces", multiple=True, help="Watch only these (repeat).")
+@click.option("--listen", default="0.0.0.0:8080", show_default=True, help="Reports, /metrics.")
+@click.option(
+    "--report-url",
+    envvar="FLEETSYNC_REPORT_URL",
+    required=True,
+    help="The URL worker pods use to reach this controller (its Service).",
+)
+@click.option("--worker-image", envvar="FLEETSYNC_WORKER_IMAGE", required=True)
+@click.option("--worker-service-account", default="fleetsync-worker", show_default=True)
+@click.option(
+    "--worker-command",
+    default="fleetsync",
+    show_default=True,
+    help="The worker container's command (the image's entrypoint).",
+)
+@click.option("--kubeconfig", envvar="KUBECONFIG", help="Outside a cluster only.")
+@click.option(
+    "--clock-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    hidden=True,
+    help="Tests only: read the current time (epoch seconds) from this file.",
+)
+def controller(
+    namespaces: tuple[str, ...],
+    listen: str,
+    report_url: str,
+    worker_image: str,
+    worker_service_account: str,
+    worker_command: str,
+    kubeconfig: str | None,
+    clock_file: Path | None,
+) -> None:
+    """The operator: reconcile SyncJobs and SyncSchedules (the controller's entrypoint)."""
+    from fleetsync.controller.build import WorkerSettings
+    from fleetsync.controller.main import ControllerOptions, controller_main
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter("expected HOST:PORT", param_hint="--listen")
+    options = ControllerOptions(
+        namespaces=namespaces,
+        listen_host=host,
+        listen_port=int(port),
+        worker=WorkerSettings(
+            image=worker_image,
+            report_url=report_url,
+            command=(worker_command,),
+            service_account=worker_service_account,
+        ),
+        kubeconfig=kubeconfig,
+        clock_file=clock_file,
+    )
+    sys.exit(controller_main(options))
+
+
+@cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 def validate(manifest: Path) -> None:
     """Check a manifest; print each problem with its field path."""

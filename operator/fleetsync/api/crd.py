@@ -26,9 +26,10 @@ _DROP = {"title", "$defs", "discriminator", "examples", "const"}
 
 def openapi_schema(model: type[Any]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a pydantic model (by alias, inlined)."""
-    raw = model.model_json_schema(by_alias=True, mode="validation")
+    raw: dict[str, Any] = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.get("$defs", {})
-    return _convert(raw, defs)
+    schema: dict[str, Any] = _convert(raw, defs)
+    return schema
 
 
 def _convert(node: Any, defs: dict[str, Any]) -> Any:

@@ -9,13 +9,25 @@ newest pod of a shard may report; a zombie predecessor is told to stop.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from fleetsync.api.constants import BreakerState, ItemOutcome
 from fleetsync.api.progress import CheckpointWire, FailedWire, ReportWire, VendorWire
 from fleetsync.api.v1alpha1.status import Cost, FailedItem, ItemCounts, VendorStatus
+from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 
-__all__ = ["RunProgress", "ShardView"]
+__all__ = ["RunProgress", "ShardView", "expected_total"]
+
+
+def expected_total(spec: SyncJobSpec) -> int | None:
+    inventory = spec.fleet.inventory
+    if inventory.generate is not None:
+        return inventory.generate.count
+    if inventory.inline is not None:
+        return len(inventory.inline)
+    return None
 
 
 @dataclass(slots=True)
@@ -69,6 +81,47 @@ class RunProgress:
             counts.update(
                 calls=vendor["calls"], errors=vendor["errors"], throttled=vendor["throttled"]
             )
+
+    # --- persistence ---------------------------------------------------------------------
+
+    def snapshot(self, sample_per_shard: int = 5) -> dict[str, Any]:
+        """A JSON-able copy the controller keeps in the run's progress ConfigMap, so a
+        restarted controller resumes shards from their checkpoints and counts nothing twice.
+        Failed-item samples are trimmed: the full list lives in the sink."""
+        views = {}
+        for shard, view in self.views.items():
+            report = None
+            if view.report is not None:
+                report = {
+                    **view.report,
+                    "failedSample": view.report["failedSample"][:sample_per_shard],
+                }
+            views[str(shard)] = {
+                "pod": view.pod,
+                "state": view.state,
+                "report": report,
+                "updated": view.updated,
+            }
+        return {
+            "views": views,
+            "checkpoints": {str(k): v for k, v in self._checkpoints.items()},
+            "retired": {
+                "cost": dict(self._retired.cost),
+                "vendors": {k: dict(v) for k, v in self._retired.vendors.items()},
+            },
+        }
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        for shard, view in snapshot.get("views", {}).items():
+            self.views[int(shard)] = ShardView(
+                pod=view["pod"], state=view["state"], report=view["report"], updated=view["updated"]
+            )
+        for shard, checkpoint in snapshot.get("checkpoints", {}).items():
+            self._checkpoints[int(shard)] = checkpoint
+        retired = snapshot.get("retired", {})
+        self._retired.cost.update(retired.get("cost", {}))
+        for name, counts in retired.get("vendors", {}).items():
+            self._retired.vendors.setdefault(name, Counter()).update(counts)
 
     def resume_for(self, shard: int) -> CheckpointWire | None:
         return self._checkpoints.get(shard)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fleetsync.api.constants import ExitCode, Phase, Reason
 from fleetsync.api.v1alpha1 import SyncJobSpec
-from fleetsync.coordination.progress import RunProgress
+from fleetsync.coordination.progress import RunProgress, expected_total
 from fleetsync.local.coordinator import InProcessCoordinator, LocalCoordinator
 from fleetsync.local.summary import RunSummary, decide_phase
 from fleetsync.worker.engine import ShardEngine, ShardPlan
@@ -48,15 +48,6 @@ class RunOptions:
     transport: str = "aiohttp"
     backoff_limit: int = 6
     in_process: bool | None = None  # None: only when there is a single shard
-
-
-def expected_total(spec: SyncJobSpec) -> int | None:
-    inventory = spec.fleet.inventory
-    if inventory.generate is not None:
-        return inventory.generate.count
-    if inventory.inline is not None:
-        return len(inventory.inline)
-    return None
 
 
 def plan_local_shards(spec: SyncJobSpec, requested: int | None) -> int:

@@ -87,6 +87,9 @@ class SyncScheduleStatus(Model):
     active: list[ObjectRef] = Field(default_factory=list)
     skipped_outside_window: int = 0
     missed: int = 0
+    last_run_now: str | None = Field(
+        None, description="The last fleetsync.dev/run-now value a run was started for."
+    )
     conditions: list[Condition] = Field(default_factory=list)
 
 

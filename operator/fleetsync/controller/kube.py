@@ -1,0 +1,172 @@
+"""The few Kubernetes API calls the controller makes, over kubernetes_asyncio.
+
+Reads come from kopf's watch streams (see handlers.py), so this module only writes — and
+reads the odd object the watches cannot have yet. Objects stay plain dicts end to end
+(``_preload_content=False`` on reads), the shapes the pure builders produce and tests
+compare. 409 on create means "already there": creates are idempotent by fixed names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from fleetsync.api.constants import GROUP, VERSION
+
+__all__ = ["ApiException", "Kube", "connect"]
+
+MERGE = "application/merge-patch+json"
+
+
+async def connect(kubeconfig: str | None) -> client.ApiClient:
+    """In a pod: the mounted service-account token; elsewhere: a kubeconfig (``KUBECONFIG``)."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+async def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(await response.read())
+    response.release()
+    return data
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.authn = client.AuthenticationV1Api(api)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    # --- create, idempotently ----------------------------------------------------------------
+
+    async def create(self, body: Mapping[str, Any]) -> bool:
+        """Create ``body``; False if an object of that name exists already."""
+        namespace = body["metadata"]["namespace"]
+        kind = body["kind"]
+        try:
+            if kind == "ConfigMap":
+                await self.core.create_namespaced_config_map(namespace, body)
+            elif kind == "Job":
+                await self.batch.create_namespaced_job(namespace, body)
+            elif kind == "SyncJob":
+                await self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "syncjobs", body
+                )
+            else:  # pragma: no cover - programming error
+                raise ValueError(f"cannot create {kind}")
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = await self.core.read_namespaced_config_map(
+                name, namespace, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return await _json(response)
+
+    async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = await self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return await _json(response)
+
+    # --- patches ---------------------------------------------------------------------------
+
+    async def patch_syncjob_status(self, namespace: str, name: str, status: Any) -> None:
+        await self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "syncjobs", name, {"status": status}, _content_type=MERGE
+        )
+
+    async def patch_schedule_status(self, namespace: str, name: str, status: Any) -> None:
+        await self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            "syncschedules",
+            name,
+            {"status": status},
+            _content_type=MERGE,
+        )
+
+    async def patch_job(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+        await self.batch.patch_namespaced_job(name, namespace, {"spec": spec}, _content_type=MERGE)
+
+    async def replace_config_map_data(
+        self, namespace: str, name: str, data: Mapping[str, str]
+    ) -> None:
+        await self.core.patch_namespaced_config_map(
+            name, namespace, {"data": dict(data)}, _content_type=MERGE
+        )
+
+    # --- deletes ---------------------------------------------------------------------------
+
+    async def delete_syncjob(self, namespace: str, name: str) -> None:
+        try:
+            await self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "syncjobs", name, propagation_policy="Background"
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # --- authentication and events ---------------------------------------------------------
+
+    async def token_review(self, token: str, audience: str) -> dict[str, Any]:
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [audience]},
+        }
+        response = await self.authn.create_token_review(body, _preload_content=False)
+        return await _json(response)
+
+    async def event(
+        self, involved: Mapping[str, Any], kind: str, reason: str, message: str, *, warning: bool
+    ) -> None:
+        meta = involved["metadata"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": kind,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "fleetsync-controller"},
+            "reportingComponent": "fleetsync.dev/controller",
+            "reportingInstance": "fleetsync-controller",
+        }
+        # Events are best effort, as in Kubernetes' own controllers.
+        with contextlib.suppress(ApiException):
+            await self.core.create_namespaced_event(meta["namespace"], body)

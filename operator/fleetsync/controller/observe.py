@@ -1,0 +1,229 @@
+"""From what the cluster shows (the Job, its pods) and what the workers reported, decide the
+run's phase and write its status. Pure functions: the reconcile loop feeds them and writes
+the result, so every row of API.md's condition table is unit-tested here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fleetsync.api.constants import FAILED_SAMPLE_MAX, Phase, Reason
+from fleetsync.api.v1alpha1.status import (
+    Condition,
+    FailedItems,
+    ItemCounts,
+    JobRef,
+    Plan,
+    ShardCounts,
+    SyncJobStatus,
+    Throughput,
+)
+from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
+from fleetsync.controller.conditions import Health, conditions_for, merge_conditions
+from fleetsync.controller.plan import RunPlan
+from fleetsync.coordination.progress import RunProgress
+
+__all__ = [
+    "TERMINAL",
+    "Observation",
+    "build_status",
+    "job_condition",
+    "observe",
+    "parse_time",
+    "pod_problem",
+    "rfc3339",
+]
+
+Body = Mapping[str, Any]
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.PARTIALLY_SUCCEEDED, Phase.FAILED})
+# Container waiting reasons that will not fix themselves without a user's action.
+_STUCK_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    phase: Phase
+    reason: str
+    message: str
+    terminal: bool = False
+
+
+def rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def job_condition(job: Body | None, kind: str) -> Body | None:
+    for condition in (job or {}).get("status", {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return condition  # type: ignore[no-any-return]
+    return None
+
+
+def pod_problem(pods: Iterable[Body], now: float, grace_seconds: float) -> str | None:
+    """Why pods cannot start, once one has been stuck for ``grace_seconds``; else None.
+
+    The kubelet reports a missing Secret or ConfigMap, or an image it cannot pull, as a
+    waiting reason; without this the run would stay Running forever.
+    """
+    for pod in pods:
+        status = pod.get("status") or {}
+        created = parse_time(pod.get("metadata", {}).get("creationTimestamp")) or now
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in _STUCK_REASONS and now - created >= grace_seconds:
+                name = pod.get("metadata", {}).get("name", "?")
+                return f"pod {name}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+    return None
+
+
+def observe(
+    spec: SyncJobSpec,
+    job: Body | None,
+    items: ItemCounts,
+    *,
+    stuck: str | None,
+) -> Observation:
+    """The run's phase from its Job and progress (level-based: only current state matters)."""
+    if job is None:
+        return Observation(Phase.PENDING, Reason.PENDING, "creating the run's Job")
+    failed = job_condition(job, "Failed")
+    if failed is not None:
+        reason = failed.get("reason", "")
+        if reason == "DeadlineExceeded":
+            return Observation(
+                Phase.FAILED,
+                Reason.DEADLINE_EXCEEDED,
+                f"not finished within deadlineSeconds={spec.deadline_seconds}",
+                terminal=True,
+            )
+        if reason == "PodFailurePolicy":
+            return Observation(
+                Phase.FAILED,
+                Reason.INVALID_SPEC,
+                "a worker rejected the configuration (exit 64): " + failed.get("message", ""),
+                terminal=True,
+            )
+        return Observation(
+            Phase.FAILED, Reason.FAILED, f"{reason}: {failed.get('message', '')}", terminal=True
+        )
+    if items.failed > spec.dead_letter.max_item_failures:
+        return Observation(
+            Phase.FAILED,
+            Reason.TOO_MANY_FAILURES,
+            f"{items.failed} items failed, over deadLetter.maxItemFailures="
+            f"{spec.dead_letter.max_item_failures}",
+            terminal=True,
+        )
+    if job_condition(job, "Complete") is not None:
+        if items.failed:
+            return Observation(
+                Phase.PARTIALLY_SUCCEEDED,
+                Reason.PARTIALLY_SUCCEEDED,
+                f"{items.failed} of {items.total} items failed and were dead-lettered",
+                terminal=True,
+            )
+        return Observation(
+            Phase.SUCCEEDED, Reason.SUCCEEDED, f"{items.total} items in sync", terminal=True
+        )
+    if spec.suspend:
+        return Observation(Phase.SUSPENDED, Reason.SUSPENDED, "suspended; progress is kept")
+    if stuck is not None:
+        # Not terminal: once the user creates the Secret the pod starts and the run goes on.
+        return Observation(Phase.FAILED, Reason.POD_START_FAILED, stuck)
+    active = (job.get("status") or {}).get("active") or 0
+    if active:
+        return Observation(Phase.RUNNING, Reason.RUNNING, f"{active} shard pods running")
+    return Observation(Phase.PENDING, Reason.PENDING, "waiting for shard pods")
+
+
+def build_status(
+    previous: SyncJobStatus,
+    *,
+    generation: int | None,
+    observation: Observation,
+    progress: RunProgress | None,
+    plan: RunPlan | None,
+    job: Body | None,
+    now: float,
+) -> SyncJobStatus:
+    """The next status: phase, conditions, counts, vendors, cost, failed-item sample."""
+    stamp = rfc3339(now)
+    items = progress.items() if progress else (previous.items or ItemCounts())
+    vendors = progress.vendors() if progress else previous.vendors
+    open_breakers = tuple(v.name for v in vendors if v.breaker != "Closed")
+    conditions = conditions_for(
+        observation.phase,
+        observation.reason,
+        observation.message,
+        Health(open_breakers=open_breakers, failed_items=items.failed),
+    )
+    job_status = (job or {}).get("status") or {}
+    start = previous.start_time
+    if start is None and observation.phase is Phase.RUNNING:
+        start = job_status.get("startTime") or stamp
+    completion = previous.completion_time
+    if completion is None and observation.terminal:
+        completion = job_status.get("completionTime") or stamp
+    started = parse_time(start)
+    end = parse_time(completion) if completion else now
+    duration = round(end - started, 1) if started is not None and end is not None else None
+    done = items.total - items.remaining
+    rate = done / duration if duration else 0.0
+    eta = None
+    if not observation.terminal and rate > 0 and items.remaining:
+        eta = rfc3339(now + items.remaining / rate)
+    shards_total = plan.shards if plan else (previous.shards.total if previous.shards else 0)
+    failed_count = items.failed
+    sample = progress.failed_sample(FAILED_SAMPLE_MAX) if progress else []
+    if not sample and previous.failed_items is not None:
+        sample = previous.failed_items.sample
+    return SyncJobStatus(
+        phase=observation.phase,
+        observed_generation=generation,
+        conditions=merge_conditions(
+            [Condition.model_validate(c) for c in previous.conditions],
+            conditions,
+            generation=generation,
+            now=stamp,
+        ),
+        start_time=start,
+        completion_time=completion,
+        duration_seconds=duration,
+        progress=f"{done}/{items.total}",
+        shards=ShardCounts(
+            total=shards_total,
+            active=int(job_status.get("active") or 0),
+            succeeded=progress.done_shards if progress else int(job_status.get("succeeded") or 0),
+            failed=int(job_status.get("failed") or 0),
+        ),
+        items=items,
+        throughput=Throughput(items_per_second=round(rate, 1)),
+        estimated_completion_time=eta,
+        vendors=vendors,
+        cost=progress.cost() if progress else previous.cost,
+        failed_items=FailedItems(
+            count=failed_count,
+            sample=sample,
+        ),
+        plan=Plan(shards=plan.shards, parallelism=plan.parallelism, reason=plan.reason)
+        if plan
+        else previous.plan,
+        job_ref=JobRef(name=job["metadata"]["name"]) if job else previous.job_ref,
+    )
