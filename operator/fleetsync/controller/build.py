@@ -177,17 +177,25 @@ def build_job(
     schedule = (meta.get("labels") or {}).get(LABEL_SCHEDULE)
     worker = spec.worker
     volumes, mounts = _volumes(run, spec, settings)
+    # Flags and values as separate arguments: paths stay whole words (the e2e suite's
+    # process kubelet maps mount paths onto local directories by prefix).
     args = [
         "worker",
-        f"--manifest={CONFIG_MOUNT}/syncjob.yaml",
-        f"--shards={plan.shards}",
-        f"--run={run}",
-        f"--coordinator={settings.report_url}",
-        f"--token-file={TOKEN_MOUNT}/token",
-        f"--secrets-dir={SECRETS_MOUNT}",
+        "--manifest",
+        f"{CONFIG_MOUNT}/syncjob.yaml",
+        "--shards",
+        str(plan.shards),
+        "--run",
+        run,
+        "--coordinator",
+        settings.report_url,
+        "--token-file",
+        f"{TOKEN_MOUNT}/token",
+        "--secrets-dir",
+        SECRETS_MOUNT,
     ]
     if spec.fleet.inventory.config_map_ref is not None:
-        args.append(f"--config-map-dir={INVENTORY_MOUNT}")
+        args += ["--config-map-dir", INVENTORY_MOUNT]
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": (worker.image if worker and worker.image else settings.image),

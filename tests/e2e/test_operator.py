@@ -1,0 +1,449 @@
+"""The operator on the real control plane: kube-apiserver + etcd + the Job controller, the
+process kubelet running worker pods as local processes, the vendor simulator, SQLite sinks.
+
+The controller runs as its own ServiceAccount with the chart's RBAC. Each test applies
+SyncJobs with kubectl, as a user would, and checks what a user sees: status, conditions,
+`kubectl get`, `kubectl wait`, and the rows in the sink.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fleetsync_operator import Operator, get_json, running_operator, wait_for
+
+from fleetsync.simulator import SimulatorConfig, SimulatorProcess, VendorConfig
+
+pytestmark = pytest.mark.e2e
+
+NS = "energy"
+VENDORS = ("sungrow", "huawei", "solaredge")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    with running_operator(cluster, tmp_path_factory.mktemp("operator"), (NS,)) as op:
+        yield op
+        print(op.log_tail(200))
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[SimulatorProcess]:
+    config = SimulatorConfig(
+        vendors={
+            **{name: VendorConfig(latency={"p50Ms": 5, "p99Ms": 20}) for name in VENDORS},
+            "limited": VendorConfig(
+                latency={"p50Ms": 5, "p99Ms": 20}, rateLimit={"requestsPerSecond": 25}
+            ),
+            "slow": VendorConfig(latency={"p50Ms": 40, "p99Ms": 80}),
+        }
+    )
+    with SimulatorProcess(config) as sim:
+        yield sim
+
+
+def syncjob(
+    name: str,
+    simulator: SimulatorProcess,
+    db: Path,
+    *,
+    count: int = 2000,
+    vendors: tuple[str, ...] = VENDORS,
+    shards: int = 4,
+    parallelism: int = 4,
+    extra_spec: dict[str, Any] | None = None,
+    rate_limit: float | None = None,
+) -> dict[str, Any]:
+    source: dict[str, Any] = {
+        "http": {"url": "{vendor.baseUrl}/plants/{id}/realtime"},
+        "vendors": {
+            "by": "vendor",
+            "items": {
+                str(i): {"baseUrl": f"{simulator.url}/vendors/{v}"} for i, v in enumerate(vendors)
+            },
+        },
+        "retry": {"maxAttempts": 2, "backoff": {"baseSeconds": 0.05, "maxSeconds": 0.2}},
+        "circuitBreaker": {"minimumCalls": 10, "windowSeconds": 10, "openSeconds": 60},
+        "mapping": {"power": "$.data.power", "updated_at": "$.data.updated_at"},
+    }
+    if rate_limit is not None:
+        source["rateLimit"] = {"requestsPerSecond": rate_limit}
+    spec: dict[str, Any] = {
+        "fleet": {
+            "kind": "plant",
+            "key": "id",
+            "inventory": {
+                "generate": {
+                    "count": count,
+                    "idTemplate": f"{name}-{{i}}",
+                    "template": {"vendor": "{i%" + str(len(vendors)) + "}"},
+                }
+            },
+        },
+        "source": source,
+        "sink": {"sqlite": {"path": str(db), "table": "plants"}},
+        "sharding": {"shards": shards, "parallelism": parallelism},
+    }
+    spec.update(extra_spec or {})
+    return {
+        "apiVersion": "fleetsync.dev/v1alpha1",
+        "kind": "SyncJob",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
+
+
+def apply_job(operator: Operator, manifest: dict[str, Any]) -> None:
+    operator.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def status(operator: Operator, name: str) -> dict[str, Any]:
+    return get_json(operator.cluster, "syncjob", name, "-n", NS).get("status") or {}
+
+
+def rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as connection:
+            (count,) = connection.execute("SELECT count(*) FROM plants").fetchone()
+    except sqlite3.OperationalError:
+        return 0  # table not created yet
+    return int(count)
+
+
+def wait_phase(
+    operator: Operator, name: str, phases: set[str], timeout: float = 180
+) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        s = status(operator, name)
+        return s if s.get("phase") in phases else None
+
+    try:
+        result: dict[str, Any] = wait_for(
+            done, timeout=timeout, interval=1, what=f"{name} in {phases}"
+        )
+    except AssertionError:
+        print(operator.log_tail(120))
+        raise
+    return result
+
+
+def conditions(s: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in s.get("conditions", [])}
+
+
+# --- tests --------------------------------------------------------------------------------
+
+
+def test_a_syncjob_syncs_every_item_and_shows_fresh_progress(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    db = tmp_path / "plants.db"
+    apply_job(operator, syncjob("plants-a", simulator, db, extra_spec={}))
+    # Sample progress while running: the status may trail the sink by at most 5 s.
+    samples: list[tuple[float, int, int]] = []  # (time, rows in sink, done in status)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        s = status(operator, "plants-a")
+        done = int((s.get("progress") or "0/0").split("/")[0])
+        samples.append((time.monotonic(), rows(db), done))
+        if s.get("phase") in ("Succeeded", "PartiallySucceeded", "Failed"):
+            break
+        time.sleep(0.5)
+    for t, _, done in samples:
+        earlier = [r for (t0, r, _) in samples if t0 <= t - 5]
+        if earlier:
+            assert done >= max(earlier), f"status more than 5 s stale at {t}: {samples}"
+    out = operator.cluster.kubectl(
+        "wait", "--for=condition=Complete", "syncjob/plants-a", "-n", NS, "--timeout=120s"
+    )
+    assert "condition met" in out.stdout
+    s = status(operator, "plants-a")
+    assert s["phase"] == "Succeeded", s
+    assert s["items"]["total"] == 2000 and s["items"]["synced"] == 2000
+    assert s["progress"] == "2000/2000"
+    assert conditions(s)["Ready"] == "True" and conditions(s)["Reconciling"] == "False"
+    assert all(c["observedGeneration"] == 1 for c in s["conditions"])
+    assert s["shards"]["total"] == 4
+    assert rows(db) == 2000
+    table = operator.cluster.kubectl("get", "sj", "-n", NS, "plants-a").stdout
+    header = table.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "PROGRESS", "FAILED", "DURATION", "AGE"]
+    assert "Succeeded" in table and "2000/2000" in table
+
+
+def test_a_shared_25_rps_limit_holds_over_four_shards(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    simulator_stats_before = simulator.stats()["vendors"]["limited"]["total"]
+    manifest = syncjob(
+        "limited-a", simulator, tmp_path / "l.db", count=400, vendors=("limited",),
+        rate_limit=25,
+    )  # fmt: skip
+    apply_job(operator, manifest)
+    s = wait_phase(operator, "limited-a", {"Succeeded", "PartiallySucceeded", "Failed"}, 120)
+    assert s["phase"] == "Succeeded", s
+    stats = simulator.stats()["vendors"]["limited"]
+    assert stats["total"] - simulator_stats_before >= 400
+    assert stats["maxPerSecond"] <= 25, stats
+    assert stats["byStatus"].get("429", 0) == 0
+
+
+def test_the_controller_killed_twice_loses_nothing(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    db = tmp_path / "k.db"
+    apply_job(operator, syncjob("plants-k", simulator, db, vendors=("slow",), count=2000))
+    for fraction in (0.2, 0.5):
+        wait_for(lambda f=fraction: rows(db) >= 2000 * f, timeout=120, what=f"{fraction:.0%}")  # type: ignore[misc]
+        operator.kill()
+        time.sleep(2)
+        operator.start()
+    s = wait_phase(operator, "plants-k", {"Succeeded", "PartiallySucceeded", "Failed"})
+    assert s["phase"] == "Succeeded", s
+    assert rows(db) == 2000
+    items = s["items"]
+    assert items["synced"] + items["unchanged"] + items["fresh"] == 2000
+    assert items["remaining"] == 0
+
+
+def test_a_failing_vendor_opens_its_breaker_fleet_wide_and_others_go_on(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    db = tmp_path / "b.db"
+    simulator.patch_vendor("huawei", errorRate=0.0)
+    apply_job(operator, syncjob("plants-b", simulator, db, vendors=("slow", "huawei"), count=2000))
+    wait_for(lambda: rows(db) >= 300, timeout=120, what="first items")
+    simulator.patch_vendor("huawei", errorRate=1.0)
+    try:
+        seen_open = wait_for(
+            lambda: any(
+                v["name"] == "1" and v["breaker"] == "Open"
+                for v in status(operator, "plants-b").get("vendors", [])
+            ),
+            timeout=60,
+            what="huawei's breaker Open in status",
+        )
+        assert seen_open
+        s = wait_phase(operator, "plants-b", {"Succeeded", "PartiallySucceeded", "Failed"})
+    finally:
+        simulator.patch_vendor("huawei", errorRate=0.0)
+    assert s["phase"] == "PartiallySucceeded", s
+    assert conditions(s)["Complete"] == "True" and conditions(s)["Degraded"] == "True"
+    assert s["failedItems"]["count"] > 0
+    assert 0 < len(s["failedItems"]["sample"]) <= 20
+    with sqlite3.connect(db) as connection:
+        keys = [k for (k,) in connection.execute("SELECT key FROM plants")]
+    healthy = [k for k in keys if int(k.rsplit("-", 1)[1]) % 2 == 0]
+    assert len(healthy) == 1000  # every item of the healthy vendor is in the sink
+    out = operator.cluster.kubectl(
+        "wait", "--for=condition=Complete", "syncjob/plants-b", "-n", NS, "--timeout=10s"
+    )
+    assert out.returncode == 0
+
+
+def test_suspend_and_resume_sync_each_item_once(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    db = tmp_path / "s.db"
+    before = simulator.stats()["vendors"]["slow"]["total"]
+    apply_job(operator, syncjob("plants-s", simulator, db, vendors=("slow",), count=2000))
+    wait_for(lambda: rows(db) >= 400, timeout=120, what="some progress")
+    operator.cluster.kubectl(
+        "patch", "syncjob", "plants-s", "-n", NS, "--type=merge", "-p", '{"spec":{"suspend":true}}'
+    )
+    s = wait_phase(operator, "plants-s", {"Suspended"}, 60)
+    assert conditions(s)["Suspended"] == "True"
+    wait_for(
+        lambda: (
+            not get_json(operator.cluster, "pods", "-n", NS, "-l", "fleetsync.dev/run=plants-s")[
+                "items"
+            ]
+        ),
+        timeout=60,
+        what="shard pods gone while suspended",
+    )
+    kept = rows(db)
+    assert 400 <= kept < 2000
+    operator.cluster.kubectl(
+        "patch", "syncjob", "plants-s", "-n", NS, "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    s = wait_phase(operator, "plants-s", {"Succeeded", "PartiallySucceeded", "Failed"})
+    assert s["phase"] == "Succeeded", s
+    assert rows(db) == 2000
+    fetched = simulator.stats()["vendors"]["slow"]["total"] - before
+    # Resumed from checkpoints: at most the in-flight window of each shard is fetched again.
+    assert fetched <= 2000 + 4 * 300, fetched
+
+
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("no inventory", {"fleet": {"inventory": {}}}, "inventory"),
+    (
+        "two inventories",
+        {"fleet": {"inventory": {"generate": {"count": 1}, "inline": [{"id": "a"}]}}},
+        "inventory",
+    ),
+    ("zero rate", {"source": {"rateLimit": {"requestsPerSecond": 0}}}, "requestsPerSecond"),
+    ("negative deadline", {"deadlineSeconds": -1}, "deadlineSeconds"),
+    (
+        "bad concurrency",
+        {"source": {"concurrency": {"min": 10, "initial": 5, "max": 20}}},
+        "concurrency",
+    ),
+    ("unknown field", {"fleet": {"colour": "red"}}, "colour"),
+    (
+        "two sinks",
+        {
+            "sink": {
+                "sqlite": {"path": "a"},
+                "postgres": {"table": "t", "dsnSecretRef": {"name": "a", "key": "b"}},
+            }
+        },
+        "sink",
+    ),
+    ("bad method", {"source": {"http": {"method": "FETCH"}}}, "method"),
+    ("too many shards", {"sharding": {"shards": 0}}, "shards"),
+    ("bad retry", {"source": {"retry": {"maxAttempts": 0}}}, "maxAttempts"),
+    ("bad mode", {"source": {"concurrency": {"mode": "turbo"}}}, "mode"),
+    (
+        "inline over 1000",
+        {"fleet": {"inventory": {"inline": [{"id": str(i)} for i in range(1001)]}}},
+        "inline",
+    ),
+]
+
+
+def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and value:
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.mark.parametrize(("case", "patch", "field"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_manifests_are_rejected_naming_the_field(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path, case: str,
+    patch: dict[str, Any], field: str,
+) -> None:  # fmt: skip
+    manifest = syncjob("invalid", simulator, tmp_path / "x.db")
+    manifest["spec"] = merge(manifest["spec"], patch)
+    if case == "no inventory":
+        manifest["spec"]["fleet"]["inventory"] = {}
+    out = operator.cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=json.dumps(manifest), check=False
+    )
+    assert out.returncode != 0, f"{case} was accepted"
+    assert field in out.stderr, out.stderr
+
+
+def test_a_pod_that_cannot_start_stalls_the_run_naming_the_secret(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    manifest = syncjob(
+        "plants-nosecret", simulator, tmp_path / "n.db", count=10, shards=1, parallelism=1
+    )
+    manifest["spec"]["source"]["http"]["auth"] = {
+        "secretRef": {"name": "vendor-keys-missing", "key": "token"}
+    }
+    apply_job(operator, manifest)
+    s = wait_phase(operator, "plants-nosecret", {"Failed"}, 90)
+    assert conditions(s)["Stalled"] == "True"
+    stalled = next(c for c in s["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "PodStartFailed"
+    assert "vendor-keys-missing" in stalled["message"]
+    operator.cluster.kubectl("delete", "syncjob", "plants-nosecret", "-n", NS, "--wait=false")
+
+
+def test_a_schedule_runs_inside_its_window_only_and_on_request(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    day = datetime(2030, 6, 3, tzinfo=UTC).timestamp()
+    operator.set_clock(day + 10 * 3600 + 14 * 60 + 50)  # 10:14:50 UTC
+    template = syncjob("x", simulator, tmp_path / "sched.db", count=30, shards=1, parallelism=1)
+    schedule = {
+        "apiVersion": "fleetsync.dev/v1alpha1",
+        "kind": "SyncSchedule",
+        "metadata": {"name": "plants-every-15", "namespace": NS},
+        "spec": {
+            "schedule": "*/15 * * * *",
+            "timeZone": "UTC",
+            "activeWindow": {"start": "05:00", "end": "20:00"},
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 1,
+            "jobTemplate": {"spec": template["spec"]},
+        },
+    }
+    operator.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(schedule))
+    try:
+
+        def runs() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = get_json(
+                operator.cluster,
+                "syncjobs",
+                "-n",
+                NS,
+                "-l",
+                "fleetsync.dev/schedule=plants-every-15",
+            )["items"]
+            return items
+
+        time.sleep(3)
+        assert runs() == []  # created at 10:14:50: the next tick is 10:15
+        operator.set_clock(day + 10 * 3600 + 15 * 60 + 5)
+        first = wait_for(runs, timeout=30, what="the 10:15 run")
+        assert len(first) == 1
+        run = first[0]
+        assert (
+            run["metadata"]["annotations"]["fleetsync.dev/scheduled-time"] == "2030-06-03T10:15:00Z"
+        )
+        wait_phase(operator, run["metadata"]["name"], {"Succeeded"}, 120)
+        # 20:15 is outside 05:00-20:00: skipped and counted, not queued.
+        operator.set_clock(day + 20 * 3600 + 15 * 60 + 5)
+        wait_for(
+            lambda: (
+                (
+                    get_json(operator.cluster, "syncschedule", "plants-every-15", "-n", NS).get(
+                        "status"
+                    )
+                    or {}
+                ).get("skippedOutsideWindow")
+                == 1
+            ),
+            timeout=30,
+            what="the skipped 20:15 tick",
+        )
+        assert [r["metadata"]["name"] for r in runs()] == [run["metadata"]["name"]]
+        # run-now starts exactly one run, however often the controller sees the annotation.
+        operator.cluster.kubectl(
+            "annotate", "syncschedule", "plants-every-15", "-n", NS, "fleetsync.dev/run-now=1"
+        )
+        wait_for(lambda: len(runs()) == 2, timeout=30, what="the run-now run")
+        time.sleep(4)
+        names = [r["metadata"]["name"] for r in runs()]
+        assert len([n for n in names if "-now-" in n]) == 1
+        now_run = next(n for n in names if "-now-" in n)
+        wait_phase(operator, now_run, {"Succeeded"}, 120)
+        # History limit 1: the older successful run is pruned.
+        wait_for(
+            lambda: [r["metadata"]["name"] for r in runs()] == [now_run],
+            timeout=30,
+            what="history pruned",
+        )
+    finally:
+        operator.cluster.kubectl(
+            "delete", "syncschedule", "plants-every-15", "-n", NS, "--wait=false"
+        )
+        operator.set_clock(None)
