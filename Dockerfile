@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# fleetsync: one image for the controller (`fleetsync controller`) and the worker pods
+# (`fleetsync worker`). Multi-stage: build the wheel, then install it into a slim runtime
+# with no compiler, no pip cache and no shell needed at run time.
+
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim AS build
+WORKDIR /src
+RUN python -m pip install --no-cache-dir build==1.2.2
+# Dependencies first: this layer is reused until pyproject.toml changes.
+COPY pyproject.toml README.md ./
+RUN python - <<'PY' > /tmp/requirements.txt
+import tomllib
+print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
+PY
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels -r /tmp/requirements.txt
+# Then the source: the wheel the tests run is the wheel the image installs.
+COPY operator ./operator
+RUN python -m build --wheel --outdir /wheels/fleetsync .
+
+FROM python:${PYTHON_VERSION}-slim AS runtime
+LABEL org.opencontainers.image.title="fleetsync" \
+      org.opencontainers.image.description="Keep fleets in sync: SyncJob/SyncSchedule controller and worker" \
+      org.opencontainers.image.source="https://github.com/fleetsync/fleetsync" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /wheels /wheels
+RUN python -m pip install --no-cache-dir --no-index --find-links /wheels /wheels/fleetsync/*.whl \
+ && rm -rf /wheels
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# Numeric non-root user, matching runAsUser in the chart and in the worker pods.
+USER 65532:65532
+WORKDIR /tmp
+ENTRYPOINT ["fleetsync"]
+CMD ["--help"]
