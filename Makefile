@@ -41,8 +41,9 @@ test:
 	  echo "== phase $$phase took $$(( $$(date +%s) - start ))s"; \
 	done
 
-controlplane:       ## build (or reuse) kube-apiserver, kube-controller-manager, etcd, kubectl
+controlplane:       ## build (or reuse) kube-apiserver, kube-controller-manager, etcd, kubectl, helm
 	bash tests/e2e/controlplane/build.sh
+	bash tests/tools/helm.sh
 
 bench:              ## benchmarks; writes bench/results.md (not part of CI's pass/fail)
 	$(PY) -m bench.run

@@ -101,6 +101,9 @@ def demo(items: int, output: str, db: Path) -> None:
 @click.option("--secrets-dir", envvar="FLEETSYNC_SECRETS_DIR")
 @click.option("--config-map-dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--transport", type=click.Choice(["aiohttp", "httpx"]), default="aiohttp")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="FLEETSYNC_METRICS_PORT")
+@click.option("--namespace", default="", envvar="POD_NAMESPACE")
+@click.option("--owner", envvar="FLEETSYNC_OWNER", help="Metrics label: schedule or SyncJob.")
 def worker(
     manifest: Path,
     shard: int,
@@ -112,6 +115,9 @@ def worker(
     secrets_dir: str | None,
     config_map_dir: Path | None,
     transport: str,
+    metrics_port: int | None,
+    namespace: str,
+    owner: str | None,
 ) -> None:
     """One shard of a run (the container entrypoint of worker pods)."""
     from fleetsync.worker.main import WorkerOptions, worker_main
@@ -128,6 +134,9 @@ def worker(
         secrets_dir=secrets_dir,
         config_map_dir=config_map_dir,
         transport=transport,
+        metrics_port=metrics_port,
+        namespace=namespace,
+        owner=owner,
     )
     sys.exit(worker_main(options))
 

@@ -51,6 +51,7 @@ CONTAINER = "worker"
 NON_ROOT_UID = 65532
 # A pod's replacement must not be retried forever when something outside fleetsync breaks.
 BACKOFF_LIMIT_PER_INDEX = 3
+WORKER_METRICS_PORT = 9090
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +205,16 @@ def build_job(
         "args": args,
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
             {"name": "FLEETSYNC_RUN", "value": run},
+            # Metric label: the schedule (or this SyncJob), never the run's own name.
+            {"name": "FLEETSYNC_OWNER", "value": schedule or run},
+            {"name": "FLEETSYNC_METRICS_PORT", "value": str(WORKER_METRICS_PORT)},
         ],
+        "ports": [{"name": "metrics", "containerPort": WORKER_METRICS_PORT}],
         "volumeMounts": mounts,
         "securityContext": {
             "allowPrivilegeEscalation": False,

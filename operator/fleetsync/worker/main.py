@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from prometheus_client import CollectorRegistry, start_http_server
 
 from fleetsync.api.constants import ExitCode
 from fleetsync.api.manifest import load_manifest_file
 from fleetsync.api.progress import ReplyWire, ReportWire
 from fleetsync.api.v1alpha1 import SyncJobSpec, SyncSchedule
 from fleetsync.errors import ManifestError
+from fleetsync.metrics import WorkerMetrics
 from fleetsync.worker.coordination import HttpCoordinator
 from fleetsync.worker.engine import Coordinator, EngineResult, ShardEngine, ShardPlan
 from fleetsync.worker.fetch import AllowedHosts, Fetcher
@@ -45,6 +47,9 @@ class WorkerOptions:
     secrets_dir: str | None = None
     config_map_dir: Path | None = None
     transport: str = "aiohttp"
+    metrics_port: int | None = None  # serve /metrics here (pods: scraped by a PodMonitor)
+    namespace: str = ""
+    owner: str | None = None  # SyncSchedule, or the SyncJob when unscheduled
 
 
 def load_spec(path: Path) -> tuple[str, SyncJobSpec]:
@@ -82,6 +87,7 @@ async def run_shard(
     coordinator: Coordinator,
     transport: str | httpx.AsyncBaseTransport = "aiohttp",
     engine_ready: asyncio.Future[ShardEngine] | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> EngineResult:
     sink = build_sink(spec, secrets=secrets, base_dir=plan.base_dir)
     max_connections = spec.source.concurrency.max * 4
@@ -105,6 +111,7 @@ async def run_shard(
             requests=requests,
             coordinator=coordinator,
             resume=reply["resume"] if reply else None,
+            metrics=metrics,
         )
         if engine_ready is not None:
             engine_ready.set_result(engine)
@@ -148,6 +155,16 @@ async def _main(options: WorkerOptions) -> int:
     )
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[ShardEngine] = loop.create_future()
+    metrics = None
+    if options.metrics_port is not None:
+        registry = CollectorRegistry()
+        metrics = WorkerMetrics.create(
+            registry, namespace=options.namespace, owner=options.owner or plan.run
+        )
+        try:
+            start_http_server(options.metrics_port, registry=registry)
+        except OSError as error:  # metrics are not worth failing a shard for
+            log.warning("cannot serve metrics on port %d: %s", options.metrics_port, error)
 
     def on_sigterm() -> None:
         log.info("SIGTERM: finishing in-flight items, then exiting 75")
@@ -165,6 +182,7 @@ async def _main(options: WorkerOptions) -> int:
             coordinator=coordinator,
             transport=options.transport,
             engine_ready=ready,
+            metrics=metrics,
         )
     finally:
         await coordinator.aclose()
