@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fleetsync.api.constants import Phase
+from fleetsync.controller.observe import parse_time
 from fleetsync.metrics import BREAKER_VALUES
 
 __all__ = ["ControllerMetrics"]
@@ -36,6 +37,24 @@ class ControllerMetrics:
             "fleetsync_run_vendor_calls",
             "Vendor calls of the owner's current or latest run.",
             ["namespace", "owner", "vendor"],
+            registry=r,
+        )
+        self.run_vendor_throttled = Gauge(
+            "fleetsync_run_vendor_throttled",
+            "429 answers of a vendor in the owner's current or latest run.",
+            ["namespace", "owner", "vendor"],
+            registry=r,
+        )
+        self.schedule_missed = Gauge(
+            "fleetsync_schedule_missed_runs",
+            "Ticks a SyncSchedule did not run (controller away, deadline passed, Forbid).",
+            ["namespace", "owner"],
+            registry=r,
+        )
+        self.schedule_last_success = Gauge(
+            "fleetsync_schedule_last_success_timestamp_seconds",
+            "When the schedule's latest successful run finished.",
+            ["namespace", "owner"],
             registry=r,
         )
         self.run_breaker = Gauge(
@@ -86,9 +105,18 @@ class ControllerMetrics:
             self.run_items.labels(namespace, owner, outcome).set(value)
         for vendor in status.get("vendors") or []:
             self.run_vendor_calls.labels(namespace, owner, vendor["name"]).set(vendor["calls"])
+            self.run_vendor_throttled.labels(namespace, owner, vendor["name"]).set(
+                vendor["throttled"]
+            )
             self.run_breaker.labels(namespace, owner, vendor["name"]).set(
                 BREAKER_VALUES.get(vendor["breaker"], 0)
             )
         if status.get("durationSeconds") is not None:
             self.run_duration.labels(namespace, owner).set(status["durationSeconds"])
         self.run_failed.labels(namespace, owner).set(1 if status.get("phase") == "Failed" else 0)
+
+    def observe_schedule(self, owner: str, namespace: str, status: Mapping[str, Any]) -> None:
+        self.schedule_missed.labels(namespace, owner).set(int(status.get("missed") or 0))
+        last = status.get("lastSuccessfulTime")
+        if last:
+            self.schedule_last_success.labels(namespace, owner).set(parse_time(last) or 0)

@@ -581,6 +581,7 @@ class Controller:
             {"name": r["metadata"]["name"], "namespace": key[0], "uid": r["metadata"]["uid"]}
             for r in active
         ] + [{"name": n, "namespace": key[0]} for n in created]
+        self.metrics.observe_schedule(key[1], key[0], status)
         if status != (body.get("status") or {}):
             await self.kube.patch_schedule_status(*key, status)
 
