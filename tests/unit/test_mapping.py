@@ -33,3 +33,11 @@ def test_malformed_payloads_fail_with_reason(body: bytes, reason: str) -> None:
 def test_content_hash_ignores_key_order_and_sees_value_changes() -> None:
     assert content_hash({"a": 1, "b": 2}) == content_hash({"b": 2, "a": 1})
     assert content_hash({"a": 1}) != content_hash({"a": 2})
+
+
+def test_item_fields_join_the_record_for_composite_keys() -> None:
+    mapper = Mapper({"external_id": "$.data.id", "tdsp_duns": "$item.tdsp"})
+    record = mapper.apply({"data": {"id": "c-1"}}, {"id": "c-1", "tdsp": "0071"})
+    assert record == {"external_id": "c-1", "tdsp_duns": "0071"}
+    with pytest.raises(PayloadError, match="no field 'tdsp'"):
+        mapper.apply({"data": {"id": "c-1"}}, {"id": "c-1"})

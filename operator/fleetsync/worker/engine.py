@@ -354,7 +354,7 @@ class ShardEngine:
             vendor.concurrency.on_success(result.latency)
             vendor.stats.latencies.append(result.latency)
             try:
-                return self.mapper.apply(self.mapper.decode(result.body)), attempt
+                return self.mapper.apply(self.mapper.decode(result.body), pending.item), attempt
             except PayloadError as error:
                 error.attempts = attempt  # type: ignore[attr-defined]
                 raise

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
+from fleetsync.api.v1alpha1.syncjob import ITEM_PREFIX
 from fleetsync.errors import PayloadError
 from fleetsync.sinks.base import JSONValue
 
@@ -22,7 +23,16 @@ class Mapper:
     """Applies the manifest's ``mapping`` to a decoded vendor response."""
 
     def __init__(self, mapping: Mapping[str, str]) -> None:
-        self._paths = {name: (path, parse_jsonpath(path)) for name, path in mapping.items()}
+        self._item_fields = {
+            name: path[len(ITEM_PREFIX) :]
+            for name, path in mapping.items()
+            if path.startswith(ITEM_PREFIX)
+        }
+        self._paths = {
+            name: (path, parse_jsonpath(path))
+            for name, path in mapping.items()
+            if name not in self._item_fields
+        }
 
     def decode(self, body: bytes) -> JSONValue:
         try:
@@ -31,8 +41,19 @@ class Mapper:
             raise PayloadError(f"response is not JSON: {error}") from None
         return value
 
-    def apply(self, document: JSONValue) -> dict[str, JSONValue]:
-        if not self._paths:
+    def apply(
+        self, document: JSONValue, item: Mapping[str, JSONValue] | None = None
+    ) -> dict[str, JSONValue]:
+        attributes = self._from_response(document)
+        for name, field in self._item_fields.items():
+            value = (item or {}).get(field)
+            if value is None:
+                raise PayloadError(f"mapping {name}: the item has no field {field!r}")
+            attributes[name] = value
+        return attributes
+
+    def _from_response(self, document: JSONValue) -> dict[str, JSONValue]:
+        if not self._paths and not self._item_fields:
             if not isinstance(document, dict):
                 raise PayloadError("response is not a JSON object and no mapping is set")
             return dict(document)

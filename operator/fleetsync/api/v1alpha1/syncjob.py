@@ -20,6 +20,7 @@ from fleetsync.api.v1alpha1.meta import ObjectMeta
 from fleetsync.api.v1alpha1.status import SyncJobStatus
 
 PositiveFloat = Annotated[float, Field(gt=0)]
+ITEM_PREFIX = "$item."
 _RETRY_ON = re.compile(r"^(\d{3}|[1-5]xx|timeout|connect)$")
 
 
@@ -221,13 +222,19 @@ class Source(Model):
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     concurrency: Concurrency = Field(default_factory=Concurrency)
     mapping: dict[str, str] = Field(
-        default_factory=dict, description="Record attribute -> JSONPath into the response."
+        default_factory=dict,
+        description="Record attribute -> JSONPath into the response, or `$item.<field>` for "
+        "a field of the inventory item (e.g. a composite conflict key's second column).",
     )
 
     @field_validator("mapping")
     @classmethod
     def _jsonpaths(cls, mapping: dict[str, str]) -> dict[str, str]:
         for attribute, path in mapping.items():
+            if path.startswith(ITEM_PREFIX):
+                if not path[len(ITEM_PREFIX) :]:
+                    raise ValueError(f"{attribute}: {path!r} names no item field")
+                continue
             try:
                 parse_jsonpath(path)
             except Exception as error:  # jsonpath-ng raises JsonPathParserError and plain ones
