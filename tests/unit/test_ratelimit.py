@@ -130,3 +130,25 @@ async def test_limiter_waits_without_a_grant_and_sends_at_its_slots() -> None:
     assert max(per_second.values()) <= 50
     gaps = [b - a for a, b in itertools.pairwise(sent) if math.floor(a) == math.floor(b)]
     assert min(gaps) >= (1 - 2 * GUARD_SECONDS) / 50 - 0.002
+
+
+async def test_concurrent_tasks_share_the_slots_at_real_epoch_times() -> None:
+    # Regression: slot times near 1.8e9 s have a resolution of ~2e-7 s, so "the last slot
+    # plus an epsilon" was the last slot again and every task reused it.
+    limiter = SlotLimiter()
+    now = time.time()
+    limiter.set_grants([Grant(20, 20, tuple(range(20)), start=now, until=now + 10)])
+    sent: list[float] = []
+
+    async def task() -> None:
+        while True:
+            await limiter.acquire()
+            sent.append(time.time())
+
+    tasks = [asyncio.create_task(task()) for _ in range(16)]
+    await asyncio.sleep(1.6)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    per_second = Counter(math.floor(t) for t in sent)
+    assert sent and max(per_second.values()) <= 20, per_second

@@ -175,8 +175,12 @@ class SlotLimiter:
             if grant.until <= now:
                 continue
             clock = SlotClock(grant.rate)
-            not_before = max(now, grant.start, self._last_time + 1e-9)
+            not_before = max(now, grant.start, self._last_time)
             slot = grant.next_slot(clock.first_slot_at(not_before))
+            # Strictly after the last reserved slot. (Compare slot times, never add an epsilon:
+            # at epoch magnitudes, 1.8e9 + 1e-9 == 1.8e9 in floating point.)
+            while slot is not None and clock.time_of(slot) <= self._last_time:
+                slot = grant.next_slot(slot + 1)
             if slot is None:
                 continue
             at = clock.time_of(slot)
