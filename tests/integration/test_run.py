@@ -178,9 +178,10 @@ def test_a_shard_killed_with_sigkill_resumes_and_syncs_each_item_once(
     assert result["phase"] == "Succeeded"
     assert len(stored(db)) == 2000
     assert result["items"]["synced"] + result["items"]["unchanged"] == 2000
-    # Resumed from its checkpoint: only the in-flight window is fetched twice.
+    # Resumed from its last reported checkpoint (reports go every second): what was in
+    # flight or finished since is fetched again, at most one sink batch (500) of items.
     fetched = sim.stats()["vendors"]["slow"]["total"]
-    assert 2000 <= fetched <= 2000 + 200, fetched
+    assert 2000 <= fetched <= 2000 + 500, fetched
 
 
 def test_malformed_payloads_fail_only_their_items_and_can_be_retried(

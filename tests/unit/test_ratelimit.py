@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
 import time
 from collections import Counter
 
@@ -109,8 +110,32 @@ def test_budget_book_never_double_books_while_holders_come_and_go() -> None:
 def test_nothing_is_granted_before_a_restarted_coordinators_hold_off() -> None:
     book = BudgetBook(lease_seconds=3.0)
     book.hold_off(100.0)
-    grants = book.renew("a", {"v": 10.0}, 100.5)["v"]
+    early = book.renew("a", {"v": 10.0}, 100.5)["v"]
+    assert all(g["start"] >= 103.0 for g in early)
+    grants = book.renew("a", {"v": 10.0}, 101.6)["v"]  # handed out shortly before its start
     assert grants and all(g["start"] >= 103.0 for g in grants)
+
+
+def test_holders_arriving_one_by_one_do_not_starve_the_budget() -> None:
+    # Regression: each arrival used to push the next split a lease further out, so eight
+    # shards starting 0.3 s apart left the vendor's budget unused for ~20 s.
+    book = BudgetBook(lease_seconds=3.0, holder_timeout=6.0)
+    latest: dict[str, list[Grant]] = {}
+    usable: Counter[int] = Counter()
+    for step in range(200):
+        now = 1000 + step * 0.1
+        for i in range(8):
+            if step >= 3 * i and (step - 3 * i) % 10 == 0:
+                wires = book.renew(f"h{i}", {"k": 25.0}, now)["k"]
+                latest[f"h{i}"] = [
+                    Grant(w["rate"], w["cycle"], tuple(w["residues"]), w["start"], w["until"])
+                    for w in wires
+                ]
+        if step % 10 == 5:
+            for grants in latest.values():
+                share = next((g.share for g in grants if g.start <= now < g.until), 0.0)
+                usable[int(now)] += round(share)
+    assert all(usable[second] == 25 for second in range(1000, 1020)), usable
 
 
 async def test_limiter_waits_without_a_grant_and_sends_at_its_slots() -> None:
@@ -152,3 +177,34 @@ async def test_concurrent_tasks_share_the_slots_at_real_epoch_times() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     per_second = Counter(math.floor(t) for t in sent)
     assert sent and max(per_second.values()) <= 20, per_second
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_arrivals_reports_and_departures_never_double_book(seed: int) -> None:
+    rng = random.Random(seed)
+    book = BudgetBook(lease_seconds=3.0, holder_timeout=6.0)
+    t0 = 1_795_529_900.0 + rng.random()
+    due = {f"h{i}": rng.uniform(0, 3) for i in range(8)}
+    leave = {f"h{i}": rng.uniform(5, 12) for i in range(8)}
+    handed: list[tuple[str, Grant]] = []
+    for _ in range(500):
+        holder = min(due, key=lambda h: due[h])
+        if due[holder] > 100:
+            break
+        now = t0 + due[holder]
+        if due[holder] > leave[holder]:
+            book.release(holder, now)
+            due[holder] = 1e9
+            continue
+        for w in book.renew(holder, {"k": 25.0}, now).get("k", []):
+            grant = Grant(w["rate"], w["cycle"], tuple(w["residues"]), w["start"], w["until"])
+            handed.append((holder, grant))
+        due[holder] += rng.uniform(0.8, 1.3)
+    owner: dict[float, str] = {}
+    per_second: Counter[int] = Counter()
+    for holder, grant in handed:
+        for t in slot_times(grant, t0, t0 + 40):
+            assert owner.setdefault(t, holder) == holder, f"slot {t - t0:.3f} double-booked"
+    for t in owner:
+        per_second[math.floor(t)] += 1
+    assert max(per_second.values()) <= 25

@@ -18,6 +18,10 @@ from fleetsync.worker.ratelimit import split_residues
 
 __all__ = ["BudgetBook"]
 
+# A split that starts later is handed out only this close to its start (holders report
+# every second, so each gets it in time), so that it can be replaced until then for free.
+HANDOUT_LEAD = 1.5
+
 
 @dataclass(slots=True)
 class _Split:
@@ -26,6 +30,7 @@ class _Split:
     residues: dict[str, tuple[int, ...]]
     start: float
     until: float  # the latest lease end handed out under this split
+    handed: bool = False  # has any holder been given a grant under it?
 
 
 @dataclass(slots=True)
@@ -34,6 +39,9 @@ class _Key:
     following: _Split | None = None
     last_seen: dict[str, float] = field(default_factory=dict)
     wanted_rate: float = 0.0
+    # Splits replaced after some holders were given them: those leases still stand (their
+    # holders keep using them), and nothing new starts before they end.
+    replaced: list[_Split] = field(default_factory=list)
 
 
 class BudgetBook:
@@ -93,10 +101,14 @@ class BudgetBook:
             return
         if not wanted:
             return
-        # A new split: it may start only after every lease of the splits before it.
-        start = max(now, self._not_before)
+        # A new split: it may start only after every lease handed out before it. A pending
+        # split nobody has been given yet is simply replaced (it holds no commitments), so
+        # holders arriving one after another do not push the next split further out.
+        if state.following is not None and state.following.handed:
+            state.replaced.append(state.following)
+        start = max(now, self._not_before, *(r.until for r in state.replaced))
         for split in (state.current, state.following):
-            if split is not None:
+            if split is not None and (split is state.current or split.handed):
                 start = max(start, split.until)
         start = float(math.ceil(start))
         cycle, residues = split_residues(state.wanted_rate, wanted)
@@ -108,14 +120,29 @@ class BudgetBook:
 
     def _grants_of(self, state: _Key, holder: str, now: float) -> list[GrantWire]:
         out: list[GrantWire] = []
+        state.replaced = [r for r in state.replaced if r.until > now]
+        for split in state.replaced:  # committed: repeated, never extended
+            if holder in split.residues:
+                out.append(
+                    GrantWire(
+                        rate=split.rate,
+                        cycle=split.cycle,
+                        residues=list(split.residues[holder]),
+                        start=split.start,
+                        until=split.until,
+                    )
+                )
         for split in (state.current, state.following):
             if split is None or holder not in split.residues:
                 continue
+            if split is state.following and now < split.start - HANDOUT_LEAD:
+                continue  # too early: keep it replaceable (see _advance)
             if split is state.current and state.following is None:
                 # Renewal extends the split in force, unless a successor is waiting for it to end.
                 split.until = max(split.until, now + self.lease)
             elif split.until <= split.start:
                 split.until = split.start + self.lease
+            split.handed = True
             out.append(
                 GrantWire(
                     rate=split.rate,

@@ -456,7 +456,11 @@ class ShardEngine:
         cost = self.sink.cost
         wants: dict[str, float] = {}
         for vendor in self.vendors.values():
-            if vendor.limit_key is not None and vendor.rate is not None and vendor.pending > 0:
+            # Keep wanting a vendor until the inventory is read to the end: a shard that
+            # drops out between two batches forces a re-split, and a re-split must wait
+            # for every lease of the old one to lapse (seconds of nobody sending).
+            busy = vendor.pending > 0 or self._shard_total is None
+            if vendor.limit_key is not None and vendor.rate is not None and busy:
                 wants[vendor.limit_key] = vendor.rate
         return ReportWire(
             run=self.plan.run,
