@@ -61,8 +61,9 @@ app.kubernetes.io/component: controller
   - apiGroups: [""]
     resources: [configmaps]
     verbs: [get, create, patch]
-  # Events on phase changes and breaker transitions.
+  # Events on phase changes and breaker transitions; list: a pod's FailedMount warnings
+  # name the Secret a stuck run is missing.
   - apiGroups: ["", events.k8s.io]
     resources: [events]
-    verbs: [create, patch]
+    verbs: [create, patch, list]
 {{- end }}

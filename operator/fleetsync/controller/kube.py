@@ -95,6 +95,15 @@ class Kube:
             raise
         return await _json(response)
 
+    async def warning_events(self, namespace: str, uid: str) -> list[dict[str, Any]]:
+        response = await self.core.list_namespaced_event(
+            namespace,
+            field_selector=f"involvedObject.uid={uid},type=Warning",
+            _preload_content=False,
+        )
+        items: list[dict[str, Any]] = (await _json(response)).get("items") or []
+        return items
+
     # --- patches ---------------------------------------------------------------------------
 
     async def patch_syncjob_status(self, namespace: str, name: str, status: Any) -> None:

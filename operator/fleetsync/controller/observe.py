@@ -35,6 +35,7 @@ __all__ = [
     "parse_time",
     "pod_problem",
     "rfc3339",
+    "stuck_creating",
 ]
 
 Body = Mapping[str, Any]
@@ -76,21 +77,50 @@ def job_condition(job: Body | None, kind: str) -> Body | None:
     return None
 
 
-def pod_problem(pods: Iterable[Body], now: float, grace_seconds: float) -> str | None:
+def pod_problem(
+    pods: Iterable[Body],
+    now: float,
+    grace_seconds: float,
+    warnings: Mapping[str, str] | None = None,
+) -> str | None:
     """Why pods cannot start, once one has been stuck for ``grace_seconds``; else None.
 
-    The kubelet reports a missing Secret or ConfigMap, or an image it cannot pull, as a
-    waiting reason; without this the run would stay Running forever.
+    A kubelet reports a Secret or ConfigMap missing from an env reference, or an image it
+    cannot pull, as a waiting reason; a volume it cannot mount leaves the container in
+    ContainerCreating with a FailedMount warning event (``warnings``: pod uid -> message).
+    Without this the run would stay Running forever.
     """
     for pod in pods:
         status = pod.get("status") or {}
-        created = parse_time(pod.get("metadata", {}).get("creationTimestamp")) or now
+        meta = pod.get("metadata") or {}
+        created = parse_time(meta.get("creationTimestamp")) or now
+        if now - created < grace_seconds:
+            continue
+        name = meta.get("name", "?")
         for container in status.get("containerStatuses") or []:
             waiting = (container.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in _STUCK_REASONS and now - created >= grace_seconds:
-                name = pod.get("metadata", {}).get("name", "?")
-                return f"pod {name}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+            reason = waiting.get("reason")
+            if reason in _STUCK_REASONS:
+                return f"pod {name}: {reason}: {waiting.get('message', '')}".strip()
+            if reason == "ContainerCreating":
+                warning = (warnings or {}).get(meta.get("uid", ""))
+                if warning:
+                    return f"pod {name}: {warning}"
     return None
+
+
+def stuck_creating(pods: Iterable[Body], now: float, grace_seconds: float) -> list[Body]:
+    """Pods still ContainerCreating after the grace period: worth reading their events."""
+    out = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        created = parse_time(meta.get("creationTimestamp")) or now
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") == "ContainerCreating" and now - created >= grace_seconds:
+                out.append(pod)
+                break
+    return out
 
 
 def observe(

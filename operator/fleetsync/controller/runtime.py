@@ -51,6 +51,7 @@ from fleetsync.controller.observe import (
     parse_time,
     pod_problem,
     rfc3339,
+    stuck_creating,
 )
 from fleetsync.controller.plan import RunPlan, plan_run
 from fleetsync.controller.schedule import due_tick, next_tick, run_name, run_now_name
@@ -310,7 +311,13 @@ class Controller:
             for (ns, _), p in self.pods.items()
             if ns == key[0] and (p["metadata"].get("labels") or {}).get(LABEL_RUN) == key[1]
         ]
-        stuck = pod_problem(pods, now, self.settings.pod_start_grace)
+        warnings: dict[str, str] = {}
+        for pod in stuck_creating(pods, now, self.settings.pod_start_grace):
+            events = await self.kube.warning_events(key[0], pod["metadata"]["uid"])
+            if events:
+                latest = max(events, key=lambda e: e.get("lastTimestamp") or "")
+                warnings[pod["metadata"]["uid"]] = f"{latest['reason']}: {latest['message']}"
+        stuck = pod_problem(pods, now, self.settings.pod_start_grace, warnings)
         items = state.progress.items()
         observation = observe(state.spec, job, items, stuck=stuck)
         if observation.terminal:

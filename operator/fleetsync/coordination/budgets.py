@@ -121,15 +121,15 @@ class BudgetBook:
     def _grants_of(self, state: _Key, holder: str, now: float) -> list[GrantWire]:
         out: list[GrantWire] = []
         state.replaced = [r for r in state.replaced if r.until > now]
-        for split in state.replaced:  # committed: repeated, never extended
-            if holder in split.residues:
+        for old in state.replaced:  # committed: repeated, never extended
+            if holder in old.residues:
                 out.append(
                     GrantWire(
-                        rate=split.rate,
-                        cycle=split.cycle,
-                        residues=list(split.residues[holder]),
-                        start=split.start,
-                        until=split.until,
+                        rate=old.rate,
+                        cycle=old.cycle,
+                        residues=list(old.residues[holder]),
+                        start=old.start,
+                        until=old.until,
                     )
                 )
         for split in (state.current, state.following):
