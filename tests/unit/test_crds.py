@@ -49,3 +49,10 @@ def test_printer_columns_and_names() -> None:
     columns = [c["name"] for c in syncjob["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert columns == ["Phase", "Progress", "Failed", "Duration", "Age"]
     assert schedule["spec"]["names"]["shortNames"] == ["ss"]
+
+
+def test_bounds_are_openapi_v3_0() -> None:
+    """The API server rejects JSON Schema 2020's numeric exclusiveMinimum."""
+    text = yaml.safe_dump(build_crds())
+    assert "exclusiveMinimum: 0" not in text
+    assert "exclusiveMinimum: true" in text

@@ -63,6 +63,14 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
                     )
             else:
                 return _free_form(node)
+    # JSON Schema 2020 (pydantic) writes exclusive bounds as numbers; OpenAPI v3.0, which
+    # the API server speaks, wants the bound plus a boolean flag.
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(exclusive), int | float) and not isinstance(
+            node.get(exclusive), bool
+        ):
+            node[bound] = node.pop(exclusive)
+            node[exclusive] = True
     if "const" in node and "enum" not in node:
         node["enum"] = [node["const"]]
     if node.get("default") is None:

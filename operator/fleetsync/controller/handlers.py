@@ -32,6 +32,9 @@ def build_registry(controller: Controller, server: ReportServer, listen: tuple[s
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.level = logging.WARNING  # our own events are explicit
+        # No cluster-wide discovery: the controller knows its resources and namespaces, and
+        # least-privilege RBAC grants no list on CRDs or namespaces.
+        settings.scanning.disabled = True
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(

@@ -33,10 +33,18 @@ async def connect(kubeconfig: str | None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-async def _json(response: Any) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(await response.read())
-    response.release()
-    return data
+async def _json(response: Any) -> dict[str, Any] | None:
+    """The body of a raw response (``_preload_content=False`` skips the client's own status
+    check): None for 404, ApiException for any other error."""
+    try:
+        if response.status == 404:
+            return None
+        if response.status >= 400:
+            raise ApiException(status=response.status, reason=await response.text())
+        data: dict[str, Any] = json.loads(await response.read())
+        return data
+    finally:
+        response.release()
 
 
 class Kube:
@@ -76,23 +84,13 @@ class Kube:
     # --- reads -----------------------------------------------------------------------------
 
     async def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            response = await self.core.read_namespaced_config_map(
-                name, namespace, _preload_content=False
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        response = await self.core.read_namespaced_config_map(
+            name, namespace, _preload_content=False
+        )
         return await _json(response)
 
     async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            response = await self.core.read_namespaced_pod(name, namespace, _preload_content=False)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        response = await self.core.read_namespaced_pod(name, namespace, _preload_content=False)
         return await _json(response)
 
     async def warning_events(self, namespace: str, uid: str) -> list[dict[str, Any]]:
@@ -101,7 +99,7 @@ class Kube:
             field_selector=f"involvedObject.uid={uid},type=Warning",
             _preload_content=False,
         )
-        items: list[dict[str, Any]] = (await _json(response)).get("items") or []
+        items: list[dict[str, Any]] = (await _json(response) or {}).get("items") or []
         return items
 
     # --- patches ---------------------------------------------------------------------------
@@ -152,7 +150,7 @@ class Kube:
             "spec": {"token": token, "audiences": [audience]},
         }
         response = await self.authn.create_token_review(body, _preload_content=False)
-        return await _json(response)
+        return await _json(response) or {}
 
     async def event(
         self, involved: Mapping[str, Any], kind: str, reason: str, message: str, *, warning: bool
