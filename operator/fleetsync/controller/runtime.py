@@ -99,7 +99,7 @@ class Controller:
         kube: Kube,
         settings: ControllerSettings,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time,  # schedules only; runs use real time
         metrics: ControllerMetrics | None = None,
     ) -> None:
         self.kube = kube
@@ -142,7 +142,7 @@ class Controller:
             return
         book = self.budgets.get(key[0])
         if book is not None:
-            now = self.clock()
+            now = time.time()
             for shard in range(state.plan.shards):
                 book.release(f"{key[1]}/{shard}", now)
 
@@ -235,7 +235,7 @@ class Controller:
             progress=None,
             plan=None,
             job=None,
-            now=self.clock(),
+            now=time.time(),
         )
         await self.kube.patch_syncjob_status(*key, new.model_dump(mode="json", by_alias=True))
 
@@ -251,7 +251,7 @@ class Controller:
         state.loaded = True
 
     async def _persist_progress(self, key: Key, state: RunState, *, force: bool = False) -> None:
-        now = self.clock()
+        now = time.time()
         if not state.progress_dirty:
             return
         if not force and now - state.progress_written < self.settings.progress_interval:
@@ -279,7 +279,7 @@ class Controller:
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         status = body.get("status") or {}
-        now = self.clock()
+        now = time.time()
         if status.get("phase") in TERMINAL and status.get("completionTime"):
             await self._expire(key, body, status, now)
             self._forget_run(key)
@@ -437,7 +437,7 @@ class Controller:
         state = self.runs.get(key)
         if state is None or not state.loaded:
             return None
-        now = self.clock()
+        now = time.time()
         holder = f"{report['run']}/{report['shard']}"
         book = self.budgets.get(namespace)
         if book is None:

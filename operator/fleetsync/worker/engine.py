@@ -64,6 +64,7 @@ class ShardPlan:
     max_pending: int = 2000
     report_interval: float = 1.0
     lease_grace: float = 3.0
+    final_report_seconds: float = 20.0  # within the pod's 30 s termination grace
 
 
 class Coordinator:
@@ -161,7 +162,7 @@ class ShardEngine:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self._flush(force=True)
-        await self._send_report(state)
+        await self._final_report(state)
         return EngineResult(
             state=state,
             checkpoint=self.tracker.snapshot(),
@@ -483,7 +484,22 @@ class ShardEngine:
             wants=wants,
         )
 
-    async def _send_report(self, state: ShardState) -> None:
+    async def _final_report(self, state: ShardState) -> None:
+        """The last report carries the shard's final counts: if the coordinator is away
+        (a controller restarting), retry for up to ``final_report_seconds`` rather than let
+        those counts vanish. The sink holds the data either way."""
+        deadline = time.monotonic() + self.plan.final_report_seconds
+        delay = 0.5
+        while True:
+            if await self._send_report(state) or type(self.coordinator) is Coordinator:
+                return
+            if time.monotonic() + delay > deadline:
+                log.warning("final progress report not delivered; the sink is complete")
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _send_report(self, state: ShardState) -> bool:
         try:
             reply = await self.coordinator.report(self.build_report(state))
         except Exception as error:  # a coordinator outage must never stop the shard
@@ -494,7 +510,7 @@ class ShardEngine:
             self._last_contact = now
             self._fallback_since = None
             self.apply_reply(reply)
-            return
+            return True
         # No coordinator answer: once every grant anyone could hold has lapsed, use the safe
         # static share (rate / maxParallelism) so the fleet-wide sum still cannot exceed it.
         if self._fallback_since is None:
@@ -515,6 +531,7 @@ class ShardEngine:
                             )
                         ]
                     )
+        return False
 
     def apply_reply(self, reply: ReplyWire) -> None:
         for key, grants in reply["grants"].items():
