@@ -400,6 +400,7 @@ class Controller:
         state.status_written = now
         state.last_status = new
         if state.phase != observation.phase:
+            log.info("run %s/%s: %s (%s)", key[0], key[1], observation.phase, observation.reason)
             await self.kube.event(
                 body,
                 "SyncJob",
@@ -458,6 +459,15 @@ class Controller:
         else:
             grants = book.renew(holder, report["wants"], now)
         if report["state"] != before_state:
+            log.info(
+                "run %s/%s shard %d (%s): %s -> %s",
+                namespace,
+                report["run"],
+                report["shard"],
+                report["pod"],
+                before_state,
+                report["state"],
+            )
             self.wake.set()
         resume = (
             state.progress.resume_for(report["shard"]) if report["state"] == "starting" else None
