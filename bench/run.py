@@ -324,7 +324,7 @@ def main() -> None:
         "| items | seed pattern (s) | fleetsync run (s) | ratio (seed / fleetsync) |",
         "|---|---|---|---|",
         f"| {seed['items']} | {seed['baseline']:.2f} | {seed['fleetsync']:.2f} | "
-        f"{seed['baseline'] / seed['fleetsync']:.2f}× |",
+        f"{seed['baseline'] / seed['fleetsync']:.2f}x |",
         "",
     ]
     clients = bench_clients(2.0 if args.quick else 4.0)
@@ -337,7 +337,7 @@ def main() -> None:
     for row in clients:
         lines.append(
             f"| {row['latency']} ms | {row['concurrency']} | {row['httpx']:.0f} | {row['aiohttp']:.0f} "
-            f"| {row['httpx+aiohttp']:.0f} | {row['httpx+aiohttp'] / row['httpx']:.1f}× |"
+            f"| {row['httpx+aiohttp']:.0f} | {row['httpx+aiohttp'] / row['httpx']:.1f}x |"
         )
     limit = bench_limit(8, 25, int(750 * scale) or 150)
     lines += [
@@ -364,7 +364,7 @@ def main() -> None:
             for mode, r in adaptive.items()
         ),
         "",
-        f"Ratio of 429s (fixed / adaptive): {fixed['throttled'] / max(1, adapt['throttled']):.1f}×.",
+        f"Ratio of 429s (fixed / adaptive): {fixed['throttled'] / max(1, adapt['throttled']):.1f}x.",
         "",
     ]
     small = bench_small(repeat)
@@ -388,7 +388,7 @@ def main() -> None:
         ),
         "",
         f"RSS ratio ({big_n} / {small_n} items): "
-        f"{memory[big_n]['rss_mib'] / memory[small_n]['rss_mib']:.2f}×.",
+        f"{memory[big_n]['rss_mib'] / memory[small_n]['rss_mib']:.2f}x.",
         "",
         f"Total benchmark time: {time.monotonic() - started:.0f} s.",
         "",

@@ -11,8 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from support.dynamodb import FaultProxy, moto_server  # noqa: E402
-from support.postgres import postgres_server  # noqa: E402
+from support.dynamodb import FaultProxy, moto_server
+from support.postgres import postgres_server
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,9 @@ def moto_server(timeout: float = 60) -> Iterator[str]:
             process.wait(timeout=10)
 
 
+THROTTLE = "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"
+
+
 class FaultProxy:
     """Forwards to moto; for ``unprocessed_rate`` of BatchWriteItem calls answers with half
     of the items as UnprocessedItems (after writing the other half), and for
@@ -110,8 +113,7 @@ class FaultProxy:
             if self.rng.random() < self.throttle_rate:
                 self.injected["throttled"] += 1
                 return web.json_response(
-                    {"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
-                     "message": "injected throttle"},
+                    {"__type": THROTTLE, "message": "injected throttle"},
                     status=400, content_type="application/x-amz-json-1.0",
                 )  # fmt: skip
             if self.rng.random() < self.unprocessed_rate:

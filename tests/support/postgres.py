@@ -52,18 +52,21 @@ def postgres_server(timeout: float = 60) -> Iterator[str]:
         shutil.chown(pwfile, "postgres")
     port = _free_port()
     subprocess.run(
-        [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "fleetsync", "--auth=scram-sha-256",
-         f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"],
+        [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "fleetsync",
+         "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"],
         check=True, capture_output=True, timeout=timeout,
     )  # fmt: skip
     log = root / "server.log"
     if as_root:
         log.touch()
         shutil.chown(log, "postgres")
+    options = (
+        f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off"
+    )
     subprocess.run(
-        [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", str(int(timeout)),
-         "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-               "-c synchronous_commit=off -c full_page_writes=off", "start"],
+        [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w",
+         "-t", str(int(timeout)), "-o", options, "start"],
         check=True, capture_output=True, timeout=timeout + 10,
     )  # fmt: skip
     dsn = f"postgresql://fleetsync:{password}@127.0.0.1:{port}/postgres"
