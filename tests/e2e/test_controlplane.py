@@ -74,6 +74,8 @@ def apply(cluster: Any, body: dict[str, Any]) -> None:
 def test_version_reports_the_pinned_release(cluster: Any) -> None:
     out = cluster.kubectl("version", "-o", "json")
     assert json.loads(out.stdout)["serverVersion"]["gitVersion"] == "v1.36.3"
+    raw = json.loads(cluster.kubectl("get", "--raw", "/version").stdout)
+    assert (raw["gitVersion"], raw["major"], raw["minor"]) == ("v1.36.3", "1", "36")
 
 
 def test_an_indexed_job_runs_each_index_as_a_process(cluster: Any, ns: str, tmp_path: Path) -> None:
@@ -209,3 +211,33 @@ def test_deleting_a_namespace_cascades(cluster: Any, ns: str) -> None:
         90,
         "the namespace to go",
     )
+
+
+def test_an_image_runs_the_installed_fleetsync_entrypoint(cluster: Any, ns: str) -> None:
+    body = job("entrypoint", ns, "unused")
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    del container["command"]
+    container["image"] = "ghcr.io/fleetsync/fleetsync:test"
+    container["args"] = ["crds"]  # ENTRYPOINT ["fleetsync"] + args, as in the Dockerfile
+    apply(cluster, body)
+    out = cluster.kubectl(
+        "wait", "--for=condition=Complete", "job/entrypoint", "-n", ns, "--timeout=60s", check=False
+    )
+    assert out.returncode == 0, out.stderr + cluster.diagnostics()
+
+
+def test_pod_active_deadline_kills_the_pod(cluster: Any, ns: str) -> None:
+    body = job("deadline", ns, "import time; time.sleep(120)")
+    body["spec"]["template"]["spec"]["activeDeadlineSeconds"] = 2
+    body["spec"]["backoffLimitPerIndex"] = 0
+    apply(cluster, body)
+
+    def failed() -> dict[str, Any] | None:
+        for pod in get(cluster, "pods", "-n", ns)["items"]:
+            if pod["status"].get("phase") == "Failed":
+                return dict(pod["status"])
+        return None
+
+    status = wait_for(failed, 30, "the pod to be killed at its deadline")
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["reason"] == "DeadlineExceeded"

@@ -26,6 +26,7 @@ import shutil
 import signal
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class _Running:
     process: subprocess.Popen[bytes]
     started: str
     term_sent: float | None = None
+    began: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -384,8 +386,6 @@ class ProcessKubelet:
         container = spec["containers"][0]
         base = self.root / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
         try:
-            if not container.get("command"):
-                raise ConfigError("this node runs no images: the container needs a command")
             try:
                 volumes = self._volumes(pod, base)
             except ConfigError as error:
@@ -435,7 +435,10 @@ class ProcessKubelet:
                     return str(directory) + value[len(mount) :]
             return value
 
-        argv = [local(a) for a in [*container["command"], *(container.get("args") or [])]]
+        # No container runtime: an image's ENTRYPOINT is "the installed fleetsync command"
+        # (the Dockerfile's), so the chart's pod specs run unchanged here.
+        command = container.get("command") or [str(Path(sys.executable).parent / "fleetsync")]
+        argv = [local(a) for a in [*command, *(container.get("args") or [])]]
         env = {k: local(v) for k, v in env.items()}
         log = base / "log"
         base.mkdir(parents=True, exist_ok=True)
@@ -534,6 +537,15 @@ class ProcessKubelet:
     def _check(self, pod: dict[str, Any], running: _Running) -> None:
         code = running.process.poll()
         if code is None:
+            deadline = pod["spec"].get("activeDeadlineSeconds")
+            if deadline is not None and time.monotonic() - running.began > float(deadline):
+                # As the kubelet does: kill the pod, phase Failed, reason DeadlineExceeded.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(running.process.pid, signal.SIGKILL)
+                running.process.wait(timeout=10)
+                key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+                self.running.pop(key, None)
+                self._finish(pod, 137, "DeadlineExceeded", "pod activeDeadlineSeconds passed")
             return
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         self.running.pop(key, None)
