@@ -133,7 +133,7 @@ class PostgresSink:
             self._connection = None
 
     async def _execute(
-        self, query: sql.Composable, params: Sequence[Any] | None = None
+        self, query: sql.SQL | sql.Composed, params: Sequence[Any] | None = None
     ) -> list[Any]:
         assert self._connection is not None, "open() first"
         try:
@@ -212,7 +212,7 @@ class PostgresSink:
             for c in columns
             if c not in self.conflict_key
         )
-        guard = sql.SQL("")
+        guard: sql.Composable = sql.SQL("")
         m = self.monotonic_attribute
         if m:
             q = sql.Identifier(m)
