@@ -453,3 +453,21 @@ def test_a_schedule_runs_inside_its_window_only_and_on_request(
             "delete", "syncschedule", "plants-every-15", "-n", NS, "--wait=false"
         )
         operator.set_clock(None)
+
+
+def test_every_example_and_the_chart_pass_server_side_validation(operator: Operator) -> None:
+    root = Path(__file__).resolve().parents[2]
+    for ns in ("energy", "iot", "health"):
+        operator.cluster.kubectl("create", "namespace", ns, check=False)
+    for example in sorted((root / "examples").glob("*/*.yaml")):
+        out = operator.cluster.kubectl("apply", "--dry-run=server", "-f", str(example), check=False)
+        assert out.returncode == 0, f"{example}: {out.stderr}"
+    from fleetsync_operator import render_chart
+
+    docs = render_chart(
+        "--set", "metrics.serviceMonitor.enabled=false", "--set", "watchNamespaces={energy}"
+    )
+    out = operator.cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs), check=False
+    )
+    assert out.returncode == 0, out.stderr

@@ -139,6 +139,7 @@ class ShardEngine:
         self._fresh_for = fresh
         self._read_state = spec.write.skip_unchanged or fresh is not None
         self.vendor_calls = 0
+        self._flush_stop = asyncio.Event()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -156,11 +157,13 @@ class ShardEngine:
             if self._stopping.is_set():
                 state = "interrupted"
         finally:
-            flusher.cancel()
+            # Never cancel the flusher: a batch it has cut and is writing would be written
+            # (the sink's thread goes on) but never counted. Let it finish its round.
+            self._flush_stop.set()
             reporter.cancel()
-            for task in (flusher, reporter):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+            await flusher
             await self._flush(force=True)
         await self._final_report(state)
         return EngineResult(
@@ -385,8 +388,9 @@ class ShardEngine:
 
     async def _flush_loop(self) -> None:
         # Linger: a partial batch waits at most this long for company before it is written.
-        while True:
-            await asyncio.sleep(0.05)
+        while not self._flush_stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_stop.wait(), 0.05)
             await self._flush(force=True)
 
     def _cut(self, *, force: bool) -> list[list[tuple[int, Record]]]:
