@@ -230,16 +230,43 @@ def dead_letters(manifest: Path, run_name: str | None, secrets_dir: str | None) 
 
 
 @cli.command("retry-failed")
-@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("target")
 @click.option("--run", "run_name", help="Run whose dead letters to retry (default: manifest's).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--secrets-dir", type=click.Path(file_okay=False))
+@click.option(
+    "-n",
+    "--namespace",
+    help="TARGET is a SyncJob in this namespace of the cluster, not a manifest file.",
+)
+@click.option("--kubeconfig", envvar="KUBECONFIG")
 def retry_failed(
-    manifest: Path, run_name: str | None, output: str, secrets_dir: str | None
+    target: str,
+    run_name: str | None,
+    output: str,
+    secrets_dir: str | None,
+    namespace: str | None,
+    kubeconfig: str | None,
 ) -> None:
-    """Run again over a run's dead-lettered items only; synced ones leave the dead letters."""
+    """Run again over a run's dead-lettered items only.
+
+    TARGET is a manifest file (a local run: synced items leave the dead letters), or with
+    --namespace a SyncJob in the cluster: a new SyncJob <name>-retry-<n> is created over
+    its dead letters.
+    """
+    if namespace is not None:
+        from fleetsync.controller.retry import retry_failed_in_cluster
+
+        created = asyncio.run(
+            retry_failed_in_cluster(
+                target, namespace, kubeconfig=kubeconfig, secrets_dir=secrets_dir
+            )
+        )
+        click.echo(f"syncjob/{created} created" if created else f"{target} has no dead letters")
+        sys.exit(0)
     from fleetsync.local.retry import retry_failed_locally
 
+    manifest = Path(target)
     try:
         code = retry_failed_locally(manifest.resolve(), run_name, output, secrets_dir)
     except ManifestError as error:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -252,6 +254,19 @@ def test_a_failing_vendor_opens_its_breaker_fleet_wide_and_others_go_on(
         "wait", "--for=condition=Complete", "syncjob/plants-b", "-n", NS, "--timeout=10s"
     )
     assert out.returncode == 0
+    # The vendor is healthy again: retry the dead letters as a new SyncJob.
+    failed = s["failedItems"]["count"]
+    retry = subprocess.run(
+        [sys.executable, "-m", "fleetsync", "retry-failed", "plants-b", "-n", NS,
+         f"--kubeconfig={operator.cluster.kubeconfig}"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert retry.returncode == 0, retry.stderr
+    assert "syncjob/plants-b-retry-1 created" in retry.stdout
+    again = wait_phase(operator, "plants-b-retry-1", {"Succeeded", "PartiallySucceeded", "Failed"})
+    assert again["phase"] == "Succeeded", again
+    assert again["items"]["total"] == failed and again["items"]["synced"] == failed
+    assert rows(db) == 2000
 
 
 def test_suspend_and_resume_sync_each_item_once(
