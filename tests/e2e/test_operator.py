@@ -486,3 +486,78 @@ def test_every_example_and_the_chart_pass_server_side_validation(operator: Opera
         "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs), check=False
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_a_worker_with_an_invalid_config_fails_the_run_at_once(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    # Valid for the API server, refused by the worker: the Secret exists but lacks the key.
+    operator.cluster.kubectl(
+        "create", "secret", "generic", "keys-without-token", "-n", NS, "--from-literal=other=x"
+    )
+    manifest = syncjob("plants-badcfg", simulator, tmp_path / "c.db", count=10, shards=2)
+    manifest["spec"]["source"]["http"]["auth"] = {
+        "secretRef": {"name": "keys-without-token", "key": "token"}
+    }
+    apply_job(operator, manifest)
+    s = wait_phase(operator, "plants-badcfg", {"Failed", "Succeeded"}, 90)
+    assert s["phase"] == "Failed"
+    failed = next(c for c in s["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidSpec" and failed["status"] == "True"
+    job = get_json(operator.cluster, "job", "plants-badcfg", "-n", NS)["status"]
+    assert job.get("failed", 0) <= 2  # exit 64: FailJob, no retries
+
+
+def test_a_pod_may_report_only_for_its_own_run(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    import httpx
+
+    apply_job(operator, syncjob("plants-tok", simulator, tmp_path / "t.db", vendors=("slow",)))
+
+    def running_pod() -> str | None:
+        for pod in get_json(
+            operator.cluster, "pods", "-n", NS, "-l", "fleetsync.dev/run=plants-tok"
+        )["items"]:
+            if pod["status"].get("phase") == "Running":
+                return str(pod["metadata"]["name"])
+        return None
+
+    pod = wait_for(running_pod, timeout=60, what="a running shard pod")
+    token = operator.cluster.kubectl(
+        "create", "token", "fleetsync-worker", "-n", NS, "--audience=fleetsync.dev",
+        "--bound-object-kind=Pod", f"--bound-object-name={pod}",
+    ).stdout.strip()  # fmt: skip
+    report = {
+        "run": "plants-other", "shard": 0, "pod": pod, "state": "running", "shardTotal": None,
+        "seen": 0, "checkpoint": None, "vendors": [], "failedSample": [], "wants": {},
+        "cost": {"vendorCalls": 0, "sinkCalls": 0, "writeUnits": 0, "readUnits": 0,
+                 "unprocessedItems": 0, "throttles": 0},
+    }  # fmt: skip
+    headers = {"Authorization": f"Bearer {token}"}
+    other = httpx.post(f"{operator.url}/v1/report", json=report, headers=headers, trust_env=False)
+    assert other.status_code == 403
+    wrong_audience = operator.cluster.kubectl(
+        "create", "token", "fleetsync-worker", "-n", NS, "--bound-object-kind=Pod",
+        f"--bound-object-name={pod}",
+    ).stdout.strip()  # fmt: skip
+    refused = httpx.post(
+        f"{operator.url}/v1/report", json={**report, "run": "plants-tok"},
+        headers={"Authorization": f"Bearer {wrong_audience}"}, trust_env=False,
+    )  # fmt: skip
+    assert refused.status_code == 401
+    wait_phase(operator, "plants-tok", {"Succeeded"}, 180)
+
+
+def test_metrics_carry_no_run_pod_or_item_names(operator: Operator) -> None:
+    """After the schedule's runs (test above): series name the schedule, never its runs."""
+    import re
+
+    import httpx
+
+    text = httpx.get(f"{operator.url}/metrics", trust_env=False).text
+    series = [line for line in text.splitlines() if line.startswith("fleetsync_")]
+    assert any('owner="plants-every-15"' in line for line in series)
+    assert not any(re.search(r"plants-every-15-(\d+|now-)", line) for line in series)
+    assert not any(re.search(r'\b(pod|item|run|key)="', line) for line in series)
+    assert not any(re.search(r"-\d-[a-z0-9]{5}\b", line) for line in series)  # pod names

@@ -282,6 +282,10 @@ class ShardEngine:
             attempts = getattr(error, "attempts", 1)
             self._dead_letter(pending, f"{vendor.name}: {error}", attempts=attempts)
             return
+        except Exception as error:  # a bug must fail this item, never hang the shard
+            log.exception("item %s: unexpected error", pending.key)
+            self._dead_letter(pending, f"internal error: {type(error).__name__}", attempts=1)
+            return
         finally:
             await vendor.gate.__aexit__(None, None, None)
             vendor.pending -= 1

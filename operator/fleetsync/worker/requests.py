@@ -50,6 +50,20 @@ class RequestBuilder:
                 scopes=oauth.scopes,
             )
 
+        if auth is not None and auth.secret_ref is not None:
+            self._check_secret_refs(auth.secret_ref.name, auth.secret_ref.key)
+
+    def _check_secret_refs(self, name: str, key: str) -> None:
+        """Resolve the keys knowable before any item (a fixed key, or ``{vendor}`` over the
+        declared vendors) so a missing one is an invalid config (exit 64) at start, not a
+        dead letter per item."""
+        field = "spec.source.http.auth.secretRef"
+        if "{" not in key:
+            self._secrets.get(name, key, field=field)
+        elif key == "{vendor}" and self._source.vendors is not None:
+            for vendor in self._source.vendors.items:
+                self._secrets.get(name, vendor, field=field)
+
     @property
     def token_requests(self) -> int:
         return self._oauth.requests if self._oauth else 0
