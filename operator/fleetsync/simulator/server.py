@@ -68,6 +68,7 @@ class _VendorState:
     accepted_per_second: Counter[int] = field(default_factory=Counter)
     auth_seen: Counter[str] = field(default_factory=Counter)  # hash of Authorization values
     tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry (monotonic)
+    tokens_issued: int = 0
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=2000))
 
     def stats(self) -> dict[str, Any]:
@@ -79,6 +80,7 @@ class _VendorState:
             "maxPerSecond": max(self.accepted_per_second.values(), default=0),
             "maxOfferedPerSecond": max(self.per_second.values(), default=0),
             "authorizationSeen": dict(self.auth_seen),
+            "tokensIssued": self.tokens_issued,
         }
 
 
@@ -238,6 +240,7 @@ class Simulator:
             return web.json_response({"error": "invalid_client"}, status=401)
         token = secrets.token_urlsafe(24)
         state.tokens[token] = time.monotonic() + oauth.token_ttl_seconds
+        state.tokens_issued += 1
         return web.json_response(
             {
                 "access_token": token,
