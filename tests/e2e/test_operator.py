@@ -46,6 +46,9 @@ def simulator() -> Iterator[SimulatorProcess]:
             ),
             "slow": VendorConfig(latency={"p50Ms": 40, "p99Ms": 80}),
             "flaky": VendorConfig(latency={"p50Ms": 40, "p99Ms": 80}),
+            "shared20": VendorConfig(
+                latency={"p50Ms": 5, "p99Ms": 20}, rateLimit={"requestsPerSecond": 20}
+            ),
         }
     )
     with SimulatorProcess(config) as sim:
@@ -561,3 +564,24 @@ def test_metrics_carry_no_run_pod_or_item_names(operator: Operator) -> None:
     assert not any(re.search(r"plants-every-15-(\d+|now-)", line) for line in series)
     assert not any(re.search(r'\b(pod|item|run|key)="', line) for line in series)
     assert not any(re.search(r"-\d-[a-z0-9]{5}\b", line) for line in series)  # pod names
+
+
+def test_two_runs_sharing_a_key_hold_20_rps_even_with_the_controller_killed(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    for name in ("shared-a", "shared-b"):
+        manifest = syncjob(name, simulator, tmp_path / f"{name}.db", count=300,
+                           vendors=("shared20",))  # fmt: skip
+        manifest["spec"]["source"]["rateLimit"] = {"requestsPerSecond": 20, "key": "shared20"}
+        apply_job(operator, manifest)
+    wait_for(lambda: rows(tmp_path / "shared-a.db") >= 100, timeout=90, what="progress")
+    operator.kill()  # leases lapse; shards fall back to 20 / maxParallelism each
+    time.sleep(6)
+    operator.start()
+    for name in ("shared-a", "shared-b"):
+        s = wait_phase(operator, name, {"Succeeded", "PartiallySucceeded", "Failed"}, 240)
+        assert s["phase"] == "Succeeded", s
+    stats = simulator.stats()["vendors"]["shared20"]
+    assert stats["total"] >= 600
+    assert stats["maxOfferedPerSecond"] <= 20, stats["perSecond"]
+    assert stats["byStatus"].get("429", 0) == 0
