@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,29 @@ def test_image_user_and_entrypoint_match_the_chart_and_the_worker_pods() -> None
     container = pod["containers"][0]
     assert "command" not in container  # the image's ENTRYPOINT runs
     assert container["args"][0] == "controller"
+
+
+def test_the_image_installs_the_wheel_of_the_code_under_test(tmp_path: Path) -> None:
+    """The Dockerfile builds its wheel from pyproject.toml and operator/ (the tests' code):
+    the wheel holds exactly the package's sources, py.typed included."""
+    import zipfile
+
+    text = (ROOT / "Dockerfile").read_text()
+    assert "COPY pyproject.toml" in text and "COPY operator ./operator" in text
+    assert "python -m build --wheel" in text
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), str(ROOT)],
+        check=False, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("fleetsync-*.whl")
+    names = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("fleetsync/")}
+    package = ROOT / "operator"
+    sources = {
+        str(p.relative_to(package))
+        for p in (package / "fleetsync").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert names == sources
+    assert "fleetsync/py.typed" in names
