@@ -421,18 +421,27 @@ class ProcessKubelet:
                 },
             )
             return
-        mounts = sorted(
-            (
-                (m["mountPath"].rstrip("/"), volumes[m["name"]])
-                for m in container.get("volumeMounts") or []
-            ),
-            key=lambda m: -len(m[0]),
-        )
+        # The container's view: a per-pod root where each mount path is a link to its volume.
+        # An absolute path in args/env that is, contains or lies under a mount path is
+        # mapped into that root (e.g. --secrets-dir=/var/run/secrets/x above mounted
+        # /var/run/secrets/x/<name> directories).
+        root = base / "root"
+        mount_paths = []
+        for mount in container.get("volumeMounts") or []:
+            path = mount["mountPath"].rstrip("/")
+            link = root / path.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to(volumes[mount["name"]], target_is_directory=True)
+            mount_paths.append(path)
 
         def local(value: str) -> str:
-            for mount, directory in mounts:
-                if value == mount or value.startswith(mount + "/"):
-                    return str(directory) + value[len(mount) :]
+            if not value.startswith("/"):
+                return value
+            v = value.rstrip("/")
+            for m in mount_paths:
+                if v == m or v.startswith(m + "/") or m.startswith(v + "/"):
+                    return str(root) + value
             return value
 
         # No container runtime: an image's ENTRYPOINT is "the installed fleetsync command"
