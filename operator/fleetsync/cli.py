@@ -285,14 +285,24 @@ def retry_failed(
     type=click.Path(file_okay=False, path_type=Path),
     help="Also write the Helm chart's templated copies here (charts/fleetsync/templates/crds).",
 )
-def crds(output_dir: Path | None, chart_dir: Path | None) -> None:
+@click.option(
+    "--reference",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the API reference (markdown) here.",
+)
+def crds(output_dir: Path | None, chart_dir: Path | None, reference: Path | None) -> None:
     """Print the CustomResourceDefinitions generated from the typed API."""
     import yaml
 
     from fleetsync.api.crd import build_crds, chart_crd_text, crd_file_text
 
+    if reference is not None:
+        from fleetsync.api.reference import api_reference
+
+        reference.write_text(api_reference())
+
     documents = build_crds()
-    if output_dir is None and chart_dir is None:
+    if output_dir is None and chart_dir is None and reference is None:
         click.echo(yaml.safe_dump_all(documents, sort_keys=False), nl=False)
         return
     for document in documents:

@@ -121,7 +121,12 @@ class Operator:
     def install(self) -> None:
         """CRDs from crds/, RBAC and ServiceAccounts from the chart, a token for the
         controller's own ServiceAccount."""
-        self.cluster.kubectl("apply", "-f", str(ROOT / "crds"))
+        # CRDs as the chart installs them (its templated copies of crds/).
+        crds = render_chart(
+            *("--show-only", "templates/crds/syncjobs.fleetsync.dev.yaml"),
+            *("--show-only", "templates/crds/syncschedules.fleetsync.dev.yaml"),
+        )
+        apply(self.cluster, crds)
         for crd in ("syncjobs.fleetsync.dev", "syncschedules.fleetsync.dev"):
             self.cluster.kubectl(
                 "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s"

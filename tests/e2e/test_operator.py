@@ -666,3 +666,22 @@ def test_a_worker_sent_sigterm_is_replaced_and_the_shard_resumes(
     assert job.get("failed", 0) == 0  # exit 75 is ignored by the podFailurePolicy
     fetched = simulator.stats()["vendors"]["slow"]["total"] - before
     assert fetched <= 2000 + 500, fetched  # at most one sink batch fetched again
+
+
+def test_the_plants_example_scaled_down_succeeds(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "examples/plants/syncjob.yaml").read_text()
+    body = yaml.safe_load(text.replace("http://127.0.0.1:8765", simulator.url))
+    body["metadata"]["name"] = "plants-example"
+    body["spec"]["fleet"]["inventory"]["generate"]["count"] = 700  # the one scale parameter
+    body["spec"]["sink"]["sqlite"]["path"] = str(tmp_path / "plants.db")
+    apply_job(operator, body)
+    out = operator.cluster.kubectl(
+        "wait", "--for=condition=Complete", "syncjob/plants-example", "-n", NS,
+        "--timeout=120s", check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    s = status(operator, "plants-example")
+    assert s["phase"] == "Succeeded" and s["items"]["synced"] == 700

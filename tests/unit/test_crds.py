@@ -56,3 +56,12 @@ def test_bounds_are_openapi_v3_0() -> None:
     text = yaml.safe_dump(build_crds())
     assert "exclusiveMinimum: 0" not in text
     assert "exclusiveMinimum: true" in text
+
+
+def test_the_api_reference_in_docs_is_current() -> None:
+    from fleetsync.api.reference import api_reference
+
+    path = ROOT / "docs" / "api-reference.md"
+    assert path.read_text() == api_reference(), (
+        "docs/api-reference.md is stale: run `fleetsync crds --reference docs/api-reference.md`"
+    )
