@@ -436,7 +436,9 @@ class ProcessKubelet:
             mount_paths.append(path)
 
         def local(value: str) -> str:
-            if not value.startswith("/"):
+            # A path that exists on this machine is the host's (the venv's fleetsync under
+            # /tmp must not be mapped into an emptyDir mounted at /tmp).
+            if not value.startswith("/") or os.path.exists(value):
                 return value
             v = value.rstrip("/")
             for m in mount_paths:
