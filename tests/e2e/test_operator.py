@@ -686,3 +686,50 @@ def test_the_plants_example_scaled_down_succeeds(
     assert out.returncode == 0, out.stderr
     s = status(operator, "plants-example")
     assert s["phase"] == "Succeeded" and s["items"]["synced"] == 700
+
+
+def test_monotonic_on_dynamodb_counts_stale_items_and_reports_write_units(
+    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    import boto3
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from support.dynamodb import moto_server
+
+    with moto_server() as endpoint:
+        client = boto3.client(
+            "dynamodb", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="test", aws_secret_access_key="test",
+        )  # fmt: skip
+        client.create_table(
+            TableName="plants-mono", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"}],
+        )  # fmt: skip
+        # Half the plants already hold newer data than the vendor will serve.
+        for i in range(0, 100, 2):
+            client.put_item(
+                TableName="plants-mono",
+                Item={"PK": {"S": f"PLANT#plants-mono-{i}"},
+                      "updated_at": {"S": "2099-01-01T00:00:00Z"}},
+            )  # fmt: skip
+        operator.cluster.kubectl(
+            "create", "secret", "generic", "aws", "-n", NS,
+            "--from-literal=aws_access_key_id=test", "--from-literal=aws_secret_access_key=test",
+        )  # fmt: skip
+        manifest = syncjob("plants-mono", simulator, tmp_path / "unused.db", count=100,
+                           shards=1, parallelism=1)  # fmt: skip
+        manifest["spec"]["sink"] = {
+            "dynamodb": {
+                "table": "plants-mono", "endpointUrl": endpoint, "key": {"PK": "PLANT#{id}"},
+                "credentialsSecretRef": {"name": "aws"},
+            }
+        }  # fmt: skip
+        manifest["spec"]["write"] = {"monotonicOn": "updated_at"}
+        apply_job(operator, manifest)
+        s = wait_phase(operator, "plants-mono", {"Succeeded", "PartiallySucceeded", "Failed"}, 120)
+        assert s["phase"] == "Succeeded", s
+        assert s["items"]["stale"] == 50 and s["items"]["synced"] == 50, s["items"]
+        assert s["cost"]["writeUnits"] >= 50  # conditional writes cost units, refused or not
+        kept = client.get_item(TableName="plants-mono", Key={"PK": {"S": "PLANT#plants-mono-0"}})
+        assert kept["Item"]["updated_at"]["S"] == "2099-01-01T00:00:00Z"
