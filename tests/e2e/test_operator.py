@@ -514,6 +514,7 @@ def test_a_worker_with_an_invalid_config_fails_the_run_at_once(
     assert s["phase"] == "Failed"
     failed = next(c for c in s["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "InvalidSpec" and failed["status"] == "True"
+    assert conditions(s)["Stalled"] == "True" and conditions(s)["Ready"] == "False"
     job = get_json(operator.cluster, "job", "plants-badcfg", "-n", NS)["status"]
     assert job.get("failed", 0) <= 2  # exit 64: FailJob, no retries
 

@@ -140,3 +140,62 @@ def test_a_worker_sent_sigterm_exits_75(sim: SimulatorProcess, tmp_path: Path) -
     with sqlite3.connect(db) as connection:
         (n,) = connection.execute("SELECT count(*) FROM plants").fetchone()
     assert 50 <= n < 3000  # in-flight items finished and flushed, the rest left for later
+
+
+def test_worker_metrics_carry_no_run_pod_or_item_names(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
+    """Three runs of one schedule, each a worker process scraped while it runs: series are
+    labelled by namespace, owner (the schedule) and vendor, never by the run."""
+    import re
+    import socket
+
+    import httpx
+
+    body = {
+        "apiVersion": "fleetsync.dev/v1alpha1",
+        "kind": "SyncJob",
+        "metadata": {"name": "metrics"},
+        "spec": {
+            "fleet": {"inventory": {"generate": {"count": 400, "idTemplate": "p-{i}"}}},
+            "source": {
+                "http": {"url": f"{sim.url}/vendors/slow/plants/{{id}}"},
+                "concurrency": {"mode": "fixed", "initial": 4, "min": 1, "max": 4},
+                "mapping": {"power": "$.data.power"},
+            },
+            "sink": {"sqlite": {"path": str(tmp_path / "m.db"), "table": "plants"}},
+        },
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(body))
+    scraped = []
+    for n in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        run = f"plants-every-15-{29925540 + n}"
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "fleetsync", "worker", "--manifest", str(path), "--run", run,
+             "--pod", f"{run}-0-abcde", "--metrics-port", str(port), "--namespace", "energy",
+             "--owner", "plants-every-15"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            text = ""
+            for _ in range(100):
+                time.sleep(0.2)
+                try:
+                    text = httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False).text
+                except httpx.HTTPError:
+                    continue
+                if "fleetsync_items_total{" in text:
+                    break
+            scraped.append(text)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    for text in scraped:
+        series = [line for line in text.splitlines() if line.startswith("fleetsync_")]
+        assert any('owner="plants-every-15"' in line for line in series), text[:500]
+        assert not any(re.search(r"plants-every-15-\d|abcde|p-\d", line) for line in series)
+        assert not any(re.search(r'\b(pod|item|run|key)="', line) for line in series)
