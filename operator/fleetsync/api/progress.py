@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal, NotRequired, TypedDict
 
 __all__ = [
+    "FINAL_STATES",
     "CheckpointWire",
     "CostWire",
     "FailedWire",
@@ -21,6 +22,8 @@ __all__ = [
 ]
 
 ShardState = Literal["starting", "running", "done", "interrupted", "failed"]
+# A shard's last report: its pod exits once the report is acknowledged.
+FINAL_STATES: frozenset[str] = frozenset({"done", "interrupted", "failed"})
 
 
 class CheckpointWire(TypedDict):

@@ -48,8 +48,9 @@ def build_registry(controller: Controller, server: ReportServer, listen: tuple[s
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        await controller.stop()
+        # Reports first: one accepted after the last persist would be acknowledged and lost.
         await server.stop()
+        await controller.stop()
 
     @kopf.on.event(GROUP, VERSION, "syncjobs", registry=registry)
     def syncjob_event(event: kopf.RawEvent, **_: Any) -> None:

@@ -80,9 +80,12 @@ async def _run(options: ControllerOptions) -> None:
 
 
 def controller_main(options: ControllerOptions) -> int:
+    # force: the CLI group has already configured logging (WARNING unless -v); the
+    # controller's level is the chart's controller.logLevel.
     logging.basicConfig(
-        level=os.environ.get("FLEETSYNC_LOG_LEVEL", "INFO"),
+        level=os.environ.get("FLEETSYNC_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     asyncio.run(_run(options))

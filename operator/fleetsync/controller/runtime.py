@@ -27,7 +27,7 @@ from fleetsync.api.constants import (
     API_VERSION,
     Phase,
 )
-from fleetsync.api.progress import ReplyWire, ReportWire
+from fleetsync.api.progress import FINAL_STATES, ReplyWire, ReportWire
 from fleetsync.api.v1alpha1.status import SyncJobStatus
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 from fleetsync.api.v1alpha1.syncschedule import SyncScheduleSpec
@@ -91,6 +91,8 @@ class RunState:
     breakers: dict[str, str] = field(default_factory=dict)
     scaled: float = 0.0
     throttled_at_scale: int = 0
+    # One progress write at a time: a snapshot taken earlier must never land after a later.
+    persisting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Controller:
@@ -152,6 +154,7 @@ class Controller:
         self._task = asyncio.create_task(self._loop(), name="fleetsync-reconcile")
 
     async def stop(self) -> None:
+        """Called after the report server has stopped: nothing changes progress any more."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -251,28 +254,36 @@ class Controller:
         state.loaded = True
 
     async def _persist_progress(self, key: Key, state: RunState, *, force: bool = False) -> None:
-        now = time.time()
-        if not state.progress_dirty:
-            return
-        if not force and now - state.progress_written < self.settings.progress_interval:
-            return
-        data = {"progress.json": json.dumps(state.progress.snapshot(), separators=(",", ":"))}
+        async with state.persisting:
+            now = time.time()
+            if not state.progress_dirty:
+                return
+            if not force and now - state.progress_written < self.settings.progress_interval:
+                return
+            snapshot = json.dumps(state.progress.snapshot(), separators=(",", ":"))
+            # Cleared before the write: a report accepted while it is in flight marks the
+            # run dirty again instead of being taken for written.
+            state.progress_dirty = False
+            try:
+                await self._write_progress(key, state, {"progress.json": snapshot})
+            except BaseException:
+                state.progress_dirty = True
+                raise
+            state.progress_written = now
+
+    async def _write_progress(self, key: Key, state: RunState, data: dict[str, str]) -> None:
         if state.progress_cm_exists:
             await self.kube.replace_config_map_data(key[0], progress_config_map_name(key[1]), data)
-        else:
-            body = self.syncjobs.get(key)
-            if body is None:
-                return
-            cm = build_config_map(body, state.spec)
-            cm["metadata"]["name"] = progress_config_map_name(key[1])
-            cm["data"] = data
-            if not await self.kube.create(cm):
-                await self.kube.replace_config_map_data(
-                    key[0], progress_config_map_name(key[1]), data
-                )
-            state.progress_cm_exists = True
-        state.progress_dirty = False
-        state.progress_written = now
+            return
+        body = self.syncjobs.get(key)
+        if body is None:
+            raise RuntimeError(f"SyncJob {key[0]}/{key[1]} not known: progress not written")
+        cm = build_config_map(body, state.spec)
+        cm["metadata"]["name"] = progress_config_map_name(key[1])
+        cm["data"] = data
+        if not await self.kube.create(cm):
+            await self.kube.replace_config_map_data(key[0], progress_config_map_name(key[1]), data)
+        state.progress_cm_exists = True
 
     async def reconcile_syncjob(self, key: Key) -> None:
         body = self.syncjobs.get(key)
@@ -432,6 +443,19 @@ class Controller:
 
     # --- worker reports --------------------------------------------------------------------
 
+    async def persist_run(self, namespace: str, run: str) -> bool:
+        """Write a run's progress now (a shard's last report); False if that failed."""
+        key = (namespace, run)
+        state = self.runs.get(key)
+        if state is None:
+            return False
+        try:
+            await self._persist_progress(key, state, force=True)
+        except Exception:
+            log.warning("persisting progress of %s/%s failed", namespace, run, exc_info=True)
+            return False
+        return True
+
     def accept_report(self, namespace: str, report: ReportWire) -> ReplyWire | None:
         """Fold one report in; None when the run is unknown here (yet)."""
         key = (namespace, report["run"])
@@ -453,7 +477,7 @@ class Controller:
         if not state.progress.accept(report, now):
             return ReplyWire(grants={}, breakers={}, stop=True, resume=None)
         state.progress_dirty = True
-        if report["state"] in ("done", "interrupted", "failed"):
+        if report["state"] in FINAL_STATES:
             book.release(holder, now)
             grants = {}
         else:

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fleetsync.api.progress import ReportWire
+from fleetsync.api.progress import FINAL_STATES, ReportWire
 from fleetsync.controller.build import LABEL_RUN, TOKEN_AUDIENCE
 from fleetsync.controller.runtime import Controller
 
@@ -151,6 +151,13 @@ class ReportServer:
         if reply is None:
             metric.labels("unknown-run").inc()
             return web.json_response({"error": "run not known yet; retry"}, status=503)
+        if report["state"] in FINAL_STATES and not await self.controller.persist_run(
+            identity.namespace, report["run"]
+        ):
+            # The worker exits once its last report is acknowledged: acknowledge only what
+            # a restarted controller will find, or those counts would vanish with this one.
+            metric.labels("not-persisted").inc()
+            return web.json_response({"error": "progress not persisted; retry"}, status=503)
         metric.labels("accepted").inc()
         return web.json_response(reply)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from fleetsync.api.progress import ReplyWire, ReportWire
+from fleetsync.api.progress import FINAL_STATES, ReplyWire, ReportWire
 from fleetsync.coordination.budgets import BudgetBook
 from fleetsync.coordination.progress import RunProgress
 from fleetsync.worker.engine import Coordinator
@@ -44,7 +44,7 @@ class LocalCoordinator:
         accepted = self.progress.accept(report, now)
         if not accepted:
             return ReplyWire(grants={}, breakers={}, stop=True, resume=None)
-        if report["state"] in ("done", "interrupted", "failed"):
+        if report["state"] in FINAL_STATES:
             self.budgets.release(holder, now)
             grants = {}
         else:
