@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck layers unit integration e2e bench controlplane clean
+.PHONY: install demo test lint typecheck layers unit integration e2e e2e-chart e2e-kind bench controlplane clean
 
 install:            ## create the virtualenv and install fleetsync with its dev tools
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,9 +33,19 @@ integration:
 e2e:
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
+# The chart's own controller: `helm install` on the local control plane (the controller a pod
+# of its Deployment), syncing into PostgreSQL, through the same fixtures as kind would.
+E2E_CHART_TESTS := syncs_every_item or killed_twice or window or metrics_carry or plants_example
+e2e-chart:
+	FLEETSYNC_E2E_OPERATOR=helm FLEETSYNC_E2E_SINK=postgres \
+	  $(BIN)/pytest tests/e2e/test_operator.py -k '$(E2E_CHART_TESTS)' $(PYTEST_ARGS)
+
+e2e-kind:           ## the e2e suite on a kind cluster (needs a Docker engine; not run in CI)
+	bash tests/e2e/kind/run.sh
+
 # Each phase is timed so slow ones show up in CI's log.
 test:
-	@for phase in lint typecheck layers unit integration e2e; do \
+	@for phase in lint typecheck layers unit integration e2e e2e-chart; do \
 	  start=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$phase || exit $$?; \
 	  echo "== phase $$phase took $$(( $$(date +%s) - start ))s"; \

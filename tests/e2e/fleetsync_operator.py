@@ -225,13 +225,175 @@ class Operator:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+@dataclass
+class HelmOperator:
+    """The controller as the chart deploys it: ``helm install`` of charts/fleetsync, the
+    controller a pod of its Deployment, workers reporting to it. Same interface as Operator.
+
+    On the local cluster the pod is a process of the process kubelet; cluster DNS does not
+    exist there, so workers are pointed at the controller's port on 127.0.0.1
+    (``controller.reportUrl``). On a kubeconfig cluster (kind) workers use the Service, and
+    the suite reaches the controller through ``kubectl port-forward``."""
+
+    cluster: Any
+    workdir: Path
+    namespaces: tuple[str, ...]
+    image: str
+    local: bool
+    port: int = field(default_factory=free_port)
+    restarts: int = 0
+    clock_file: Path = field(init=False)
+    _forward: subprocess.Popen[bytes] | None = None
+    _forward_port: int = 0
+
+    def __post_init__(self) -> None:
+        self.clock_file = self.workdir / "clock"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port if self.local else self._forward_port}"
+
+    def _helm(self, *args: str, timeout: float = 300) -> None:
+        done = subprocess.run(
+            [helm(), f"--kubeconfig={self.cluster.kubeconfig}", *args],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise AssertionError(
+                f"helm {' '.join(args[:2])} failed:\n{done.stderr}\n{self.log_tail()}"
+            )
+
+    def install(self) -> None:
+        for ns in (SYSTEM_NS, *self.namespaces):
+            self.cluster.kubectl("create", "namespace", ns, check=False)
+        repository, _, tag = self.image.rpartition(":")
+        values = [
+            f"image.repository={repository}",
+            f"image.tag={tag}",
+            "watchNamespaces={" + ",".join(self.namespaces) + "}",
+            "controller.resources.requests.cpu=50m",
+        ]
+        if self.local:
+            # No cluster DNS: workers report to the controller's port on this machine.
+            values += [
+                f"controller.port={self.port}",
+                f"controller.reportUrl={self.url}",
+            ]
+        # The schedule test's clock: a file on this machine (the local node does not remap
+        # host paths) or in the controller pod's /tmp (written by kubectl exec).
+        clock = str(self.clock_file) if self.local else "/tmp/clock"
+        self._helm(
+            "upgrade", "--install", RELEASE, str(ROOT / "charts/fleetsync"),
+            "--namespace", SYSTEM_NS, "--wait", "--timeout=4m",
+            *[arg for value in values for arg in ("--set", value)],
+            "--set-json", "controller.extraArgs=" + json.dumps([f"--clock-file={clock}"]),
+        )  # fmt: skip
+        self._wait_healthy()
+
+    def _pods(self) -> list[dict[str, Any]]:
+        pods: list[dict[str, Any]] = get_json(
+            self.cluster, "pods", "-n", SYSTEM_NS,
+            "-l", f"app.kubernetes.io/name=fleetsync,app.kubernetes.io/instance={RELEASE}",
+        )["items"]  # fmt: skip
+        return pods
+
+    def _wait_healthy(self) -> None:
+        import httpx
+
+        def running() -> str | None:
+            for pod in self._pods():
+                if pod["metadata"].get("deletionTimestamp"):
+                    continue
+                ready = any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in pod["status"].get("conditions", [])
+                )
+                if ready:
+                    return str(pod["metadata"]["name"])
+            return None
+
+        pod = wait_for(running, timeout=120, what="a Ready controller pod")
+        if not self.local:
+            self._stop_forward()
+            self._forward_port = free_port()
+            self._forward = subprocess.Popen(
+                [self.cluster.kubectl_path, f"--kubeconfig={self.cluster.kubeconfig}",
+                 "port-forward", "-n", SYSTEM_NS, f"pod/{pod}", f"{self._forward_port}:http"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+
+        def healthy() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(self.url + "/healthz", timeout=1, trust_env=False).is_success
+            return False
+
+        wait_for(healthy, timeout=60, what="the controller pod's /healthz")
+
+    def _stop_forward(self) -> None:
+        if self._forward is not None:
+            self._forward.terminate()
+            self._forward.wait(timeout=10)
+            self._forward = None
+
+    def start(self) -> None:
+        self.cluster.kubectl("scale", "deployment", RELEASE, "-n", SYSTEM_NS, "--replicas=1")
+        self._wait_healthy()
+
+    def kill(self) -> None:
+        """Scale to zero and force-delete the pod: no graceful shutdown, as when its node
+        dies; start() brings a new pod."""
+        self.cluster.kubectl("scale", "deployment", RELEASE, "-n", SYSTEM_NS, "--replicas=0")
+        for pod in self._pods():
+            self.cluster.kubectl(
+                "delete", "pod", pod["metadata"]["name"], "-n", SYSTEM_NS,
+                "--grace-period=0", "--force", check=False,
+            )  # fmt: skip
+        wait_for(lambda: not self._pods(), timeout=60, what="the controller pod gone")
+        self._stop_forward()
+        self.restarts += 1
+
+    def stop(self) -> None:
+        self._stop_forward()
+
+    def set_clock(self, epoch: float | None) -> None:
+        text = "" if epoch is None else repr(epoch)
+        if self.local:
+            self.clock_file.write_text(text)
+            return
+        self.cluster.kubectl(
+            "exec", "-n", SYSTEM_NS, f"deployment/{RELEASE}", "-c", "controller", "--",
+            "python", "-c", f"open('/tmp/clock', 'w').write({text!r})",
+        )  # fmt: skip
+
+    def log_tail(self, lines: int = 60) -> str:
+        if self.local:  # every controller pod's output, killed ones included
+            logs = sorted(
+                self.cluster.kubelet.root.glob(f"{SYSTEM_NS}_{RELEASE}-*/log"),
+                key=lambda p: p.stat().st_mtime,
+            )
+            text = "".join(p.read_text(errors="replace") for p in logs)
+        else:
+            text = "".join(
+                self.cluster.pod_log(SYSTEM_NS, pod["metadata"]["name"]) for pod in self._pods()
+            )
+        return "\n".join(text.splitlines()[-lines:])
+
+
 @contextlib.contextmanager
 def running_operator(
-    cluster: Cluster, workdir: Path, namespaces: tuple[str, ...]
-) -> Iterator[Operator]:
-    operator = Operator(cluster, workdir, namespaces)
-    operator.install()
-    operator.start()
+    cluster: Any, workdir: Path, namespaces: tuple[str, ...]
+) -> Iterator[Operator | HelmOperator]:
+    """The controller the target asks for (target.py): a local process or the chart's."""
+    from target import TARGET
+
+    operator: Operator | HelmOperator
+    if TARGET.operator == "helm":
+        operator = HelmOperator(cluster, workdir, namespaces, TARGET.image, TARGET.local)
+        operator.install()
+    else:
+        operator = Operator(cluster, workdir, namespaces)
+        operator.install()
+        operator.start()
     try:
         yield operator
     finally:

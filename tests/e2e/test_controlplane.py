@@ -12,8 +12,15 @@ from typing import Any
 
 import pytest
 import yaml
+from target import TARGET
 
 PY = sys.executable
+
+# These test the suite's own control plane and process kubelet (pods running this machine's
+# Python); on a kubeconfig cluster (kind) there is nothing of ours to test.
+pytestmark = pytest.mark.skipif(
+    not TARGET.local, reason="tests of the local control plane; the target is a kubeconfig cluster"
+)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

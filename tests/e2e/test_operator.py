@@ -1,5 +1,6 @@
 """The operator on the real control plane: kube-apiserver + etcd + the Job controller, the
-process kubelet running worker pods as local processes, the vendor simulator, SQLite sinks.
+process kubelet running worker pods as local processes, the vendor simulator, SQLite sinks —
+or whatever target.py selects (a kind cluster, the chart's controller pod, PostgreSQL).
 
 The controller runs as its own ServiceAccount with the chart's RBAC. Each test applies
 SyncJobs with kubectl, as a user would, and checks what a user sees: status, conditions,
@@ -8,18 +9,22 @@ SyncJobs with kubectl, as a user would, and checks what a user sees: status, con
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import json
-import sqlite3
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from fleetsync_operator import Operator, get_json, running_operator, wait_for
+from fleetsync_operator import HelmOperator, Operator, get_json, running_operator, wait_for
+from stores import PostgresStore, SqliteStore, Store
+from target import TARGET
 
 from fleetsync.simulator import SimulatorConfig, SimulatorProcess, VendorConfig
 
@@ -30,10 +35,42 @@ VENDORS = ("sungrow", "huawei", "solaredge")
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+def operator(
+    cluster: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator | HelmOperator]:
     with running_operator(cluster, tmp_path_factory.mktemp("operator"), (NS,)) as op:
         yield op
         print(op.log_tail(200))
+
+
+@pytest.fixture(scope="module")
+def postgres_secret(operator: Any, postgres_dsn: str | None) -> str | None:
+    """The Secret holding the DSN of the suite's PostgreSQL, when the target's sink is it."""
+    if postgres_dsn is None:
+        return None
+    operator.cluster.kubectl(
+        "create", "secret", "generic", "e2e-postgres", "-n", NS,
+        f"--from-literal=dsn={postgres_dsn}",
+    )  # fmt: skip
+    return "e2e-postgres"
+
+
+_tables = itertools.count()
+
+
+@pytest.fixture
+def store(
+    tmp_path: Path, postgres_dsn: str | None, postgres_secret: str | None
+) -> Callable[[str], Store]:
+    """store("k"): where a test's SyncJob writes (a fresh SQLite file or PostgreSQL table)."""
+
+    def make(name: str) -> Store:
+        if postgres_dsn is None or postgres_secret is None:
+            return SqliteStore(tmp_path / f"{name}.db")
+        table = f"plants_{next(_tables)}_{name.replace('-', '_')}"
+        return PostgresStore(postgres_dsn, table, postgres_secret)
+
+    return make
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +89,8 @@ def simulator() -> Iterator[SimulatorProcess]:
             ),
         }
     )
+    config.host = TARGET.host  # where worker pods reach this machine
+    config.allow_non_loopback = not ipaddress.ip_address(TARGET.host).is_loopback
     with SimulatorProcess(config) as sim:
         yield sim
 
@@ -59,7 +98,7 @@ def simulator() -> Iterator[SimulatorProcess]:
 def syncjob(
     name: str,
     simulator: SimulatorProcess,
-    db: Path,
+    store: Store,
     *,
     count: int = 2000,
     vendors: tuple[str, ...] = VENDORS,
@@ -95,7 +134,7 @@ def syncjob(
             },
         },
         "source": source,
-        "sink": {"sqlite": {"path": str(db), "table": "plants"}},
+        "sink": store.sink(),
         "sharding": {"shards": shards, "parallelism": parallelism},
     }
     spec.update(extra_spec or {})
@@ -113,17 +152,6 @@ def apply_job(operator: Operator, manifest: dict[str, Any]) -> None:
 
 def status(operator: Operator, name: str) -> dict[str, Any]:
     return get_json(operator.cluster, "syncjob", name, "-n", NS).get("status") or {}
-
-
-def rows(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=5) as connection:
-            (count,) = connection.execute("SELECT count(*) FROM plants").fetchone()
-    except sqlite3.OperationalError:
-        return 0  # table not created yet
-    return int(count)
 
 
 def wait_phase(
@@ -151,9 +179,9 @@ def conditions(s: dict[str, Any]) -> dict[str, str]:
 
 
 def test_a_syncjob_syncs_every_item_and_shows_fresh_progress(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
-    db = tmp_path / "plants.db"
+    db = store("plants")
     apply_job(operator, syncjob("plants-a", simulator, db, extra_spec={}))
     # Sample progress while running: the status may trail the sink by at most 5 s.
     samples: list[tuple[float, int, int]] = []  # (time, rows in sink, done in status)
@@ -161,7 +189,7 @@ def test_a_syncjob_syncs_every_item_and_shows_fresh_progress(
     while time.monotonic() < deadline:
         s = status(operator, "plants-a")
         done = int((s.get("progress") or "0/0").split("/")[0])
-        samples.append((time.monotonic(), rows(db), done))
+        samples.append((time.monotonic(), db.rows(), done))
         if s.get("phase") in ("Succeeded", "PartiallySucceeded", "Failed"):
             break
         if s.get("phase") in ("Pending", "Running"):
@@ -188,7 +216,7 @@ def test_a_syncjob_syncs_every_item_and_shows_fresh_progress(
     assert conditions(s)["Ready"] == "True" and conditions(s)["Reconciling"] == "False"
     assert all(c["observedGeneration"] == 1 for c in s["conditions"])
     assert s["shards"]["total"] == 4
-    assert rows(db) == 2000
+    assert db.rows() == 2000
     table = operator.cluster.kubectl("get", "sj", "-n", NS, "plants-a").stdout
     header = table.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "PROGRESS", "FAILED", "DURATION", "AGE"]
@@ -196,11 +224,11 @@ def test_a_syncjob_syncs_every_item_and_shows_fresh_progress(
 
 
 def test_a_shared_25_rps_limit_holds_over_four_shards(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
     simulator_stats_before = simulator.stats()["vendors"]["limited"]["total"]
     manifest = syncjob(
-        "limited-a", simulator, tmp_path / "l.db", count=400, vendors=("limited",),
+        "limited-a", simulator, store("l"), count=400, vendors=("limited",),
         rate_limit=25,
     )  # fmt: skip
     apply_job(operator, manifest)
@@ -213,30 +241,30 @@ def test_a_shared_25_rps_limit_holds_over_four_shards(
 
 
 def test_the_controller_killed_twice_loses_nothing(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
-    db = tmp_path / "k.db"
+    db = store("k")
     apply_job(operator, syncjob("plants-k", simulator, db, vendors=("slow",), count=2000))
     for fraction in (0.2, 0.5):
-        wait_for(lambda f=fraction: rows(db) >= 2000 * f, timeout=120, what=f"{fraction:.0%}")  # type: ignore[misc]
+        wait_for(lambda f=fraction: db.rows() >= 2000 * f, timeout=120, what=f"{fraction:.0%}")  # type: ignore[misc]
         operator.kill()
         time.sleep(2)
         operator.start()
     s = wait_phase(operator, "plants-k", {"Succeeded", "PartiallySucceeded", "Failed"})
     assert s["phase"] == "Succeeded", s
-    assert rows(db) == 2000
+    assert db.rows() == 2000
     items = s["items"]
     assert items["synced"] + items["unchanged"] + items["fresh"] == 2000
     assert items["remaining"] == 0
 
 
 def test_a_failing_vendor_opens_its_breaker_fleet_wide_and_others_go_on(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
-    db = tmp_path / "b.db"
+    db = store("b")
     simulator.patch_vendor("flaky", errorRate=0.0)
     apply_job(operator, syncjob("plants-b", simulator, db, vendors=("slow", "flaky"), count=2000))
-    wait_for(lambda: rows(db) >= 300, timeout=120, what="first items")
+    wait_for(lambda: db.rows() >= 300, timeout=120, what="first items")
     simulator.patch_vendor("flaky", errorRate=1.0)
     try:
         seen_open = wait_for(
@@ -255,9 +283,7 @@ def test_a_failing_vendor_opens_its_breaker_fleet_wide_and_others_go_on(
     assert conditions(s)["Complete"] == "True" and conditions(s)["Degraded"] == "True"
     assert s["failedItems"]["count"] > 0
     assert 0 < len(s["failedItems"]["sample"]) <= 20
-    with sqlite3.connect(db) as connection:
-        keys = [k for (k,) in connection.execute("SELECT key FROM plants")]
-    healthy = [k for k in keys if int(k.rsplit("-", 1)[1]) % 2 == 0]
+    healthy = [k for k in db.synced_keys() if int(k.rsplit("-", 1)[1]) % 2 == 0]
     assert len(healthy) == 1000  # every item of the healthy vendor is in the sink
     out = operator.cluster.kubectl(
         "wait", "--for=condition=Complete", "syncjob/plants-b", "-n", NS, "--timeout=10s"
@@ -269,22 +295,23 @@ def test_a_failing_vendor_opens_its_breaker_fleet_wide_and_others_go_on(
         [sys.executable, "-m", "fleetsync", "retry-failed", "plants-b", "-n", NS,
          f"--kubeconfig={operator.cluster.kubeconfig}"],
         check=False, capture_output=True, text=True, timeout=60,
+        env={**os.environ, **db.cli_env()},
     )  # fmt: skip
     assert retry.returncode == 0, retry.stderr
     assert "syncjob/plants-b-retry-1 created" in retry.stdout
     again = wait_phase(operator, "plants-b-retry-1", {"Succeeded", "PartiallySucceeded", "Failed"})
     assert again["phase"] == "Succeeded", again
     assert again["items"]["total"] == failed and again["items"]["synced"] == failed
-    assert rows(db) == 2000
+    assert db.rows() == 2000
 
 
 def test_suspend_and_resume_sync_each_item_once(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
-    db = tmp_path / "s.db"
+    db = store("s")
     before = simulator.stats()["vendors"]["slow"]["total"]
     apply_job(operator, syncjob("plants-s", simulator, db, vendors=("slow",), count=2000))
-    wait_for(lambda: rows(db) >= 400, timeout=120, what="some progress")
+    wait_for(lambda: db.rows() >= 400, timeout=120, what="some progress")
     operator.cluster.kubectl(
         "patch", "syncjob", "plants-s", "-n", NS, "--type=merge", "-p", '{"spec":{"suspend":true}}'
     )
@@ -299,14 +326,14 @@ def test_suspend_and_resume_sync_each_item_once(
         timeout=60,
         what="shard pods gone while suspended",
     )
-    kept = rows(db)
+    kept = db.rows()
     assert 400 <= kept < 2000
     operator.cluster.kubectl(
         "patch", "syncjob", "plants-s", "-n", NS, "--type=merge", "-p", '{"spec":{"suspend":false}}'
     )
     s = wait_phase(operator, "plants-s", {"Succeeded", "PartiallySucceeded", "Failed"})
     assert s["phase"] == "Succeeded", s
-    assert rows(db) == 2000
+    assert db.rows() == 2000
     fetched = simulator.stats()["vendors"]["slow"]["total"] - before
     # Resumed from checkpoints: each of the 4 shards fetches again at most one sink batch
     # (500 items) of what it had in flight or finished since its last report.
@@ -362,10 +389,10 @@ def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("case", "patch", "field"), INVALID, ids=[c[0] for c in INVALID])
 def test_invalid_manifests_are_rejected_naming_the_field(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path, case: str,
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store], case: str,
     patch: dict[str, Any], field: str,
 ) -> None:  # fmt: skip
-    manifest = syncjob("invalid", simulator, tmp_path / "x.db")
+    manifest = syncjob("invalid", simulator, store("x"))
     manifest["spec"] = merge(manifest["spec"], patch)
     if case == "no inventory":
         manifest["spec"]["fleet"]["inventory"] = {}
@@ -377,11 +404,9 @@ def test_invalid_manifests_are_rejected_naming_the_field(
 
 
 def test_a_pod_that_cannot_start_stalls_the_run_naming_the_secret(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
-    manifest = syncjob(
-        "plants-nosecret", simulator, tmp_path / "n.db", count=10, shards=1, parallelism=1
-    )
+    manifest = syncjob("plants-nosecret", simulator, store("n"), count=10, shards=1, parallelism=1)
     manifest["spec"]["source"]["http"]["auth"] = {
         "secretRef": {"name": "vendor-keys-missing", "key": "token"}
     }
@@ -395,7 +420,7 @@ def test_a_pod_that_cannot_start_stalls_the_run_naming_the_secret(
 
 
 def test_a_schedule_runs_inside_its_window_only_and_on_request(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
     from datetime import UTC, datetime
 
@@ -407,7 +432,7 @@ def test_a_schedule_runs_inside_its_window_only_and_on_request(
     # The controller's clock is then moved by the test instead of waiting.
     now = time.time()
     t1 = (int(now + 60) // 900 + 1) * 900
-    template = syncjob("x", simulator, tmp_path / "sched.db", count=30, shards=1, parallelism=1)
+    template = syncjob("x", simulator, store("sched"), count=30, shards=1, parallelism=1)
     schedule = {
         "apiVersion": "fleetsync.dev/v1alpha1",
         "kind": "SyncSchedule",
@@ -480,7 +505,7 @@ def test_a_schedule_runs_inside_its_window_only_and_on_request(
         operator.set_clock(None)
 
 
-def test_every_example_and_the_chart_pass_server_side_validation(operator: Operator) -> None:
+def test_every_example_and_the_chart_pass_server_side_validation(operator: Any) -> None:
     root = Path(__file__).resolve().parents[2]
     for ns in ("energy", "iot", "health"):
         operator.cluster.kubectl("create", "namespace", ns, check=False)
@@ -499,13 +524,13 @@ def test_every_example_and_the_chart_pass_server_side_validation(operator: Opera
 
 
 def test_a_worker_with_an_invalid_config_fails_the_run_at_once(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
     # Valid for the API server, refused by the worker: the Secret exists but lacks the key.
     operator.cluster.kubectl(
         "create", "secret", "generic", "keys-without-token", "-n", NS, "--from-literal=other=x"
     )
-    manifest = syncjob("plants-badcfg", simulator, tmp_path / "c.db", count=10, shards=2)
+    manifest = syncjob("plants-badcfg", simulator, store("c"), count=10, shards=2)
     manifest["spec"]["source"]["http"]["auth"] = {
         "secretRef": {"name": "keys-without-token", "key": "token"}
     }
@@ -520,11 +545,11 @@ def test_a_worker_with_an_invalid_config_fails_the_run_at_once(
 
 
 def test_a_pod_may_report_only_for_its_own_run(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
     import httpx
 
-    apply_job(operator, syncjob("plants-tok", simulator, tmp_path / "t.db", vendors=("slow",)))
+    apply_job(operator, syncjob("plants-tok", simulator, store("t"), vendors=("slow",)))
 
     def running_pod() -> str | None:
         for pod in get_json(
@@ -560,7 +585,7 @@ def test_a_pod_may_report_only_for_its_own_run(
     wait_phase(operator, "plants-tok", {"Succeeded"}, 180)
 
 
-def test_metrics_carry_no_run_pod_or_item_names(operator: Operator) -> None:
+def test_metrics_carry_no_run_pod_or_item_names(operator: Any) -> None:
     """After the schedule's runs (test above): series name the schedule, never its runs."""
     import re
 
@@ -575,14 +600,15 @@ def test_metrics_carry_no_run_pod_or_item_names(operator: Operator) -> None:
 
 
 def test_two_runs_sharing_a_key_hold_20_rps_even_with_the_controller_killed(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
+    stores = {name: store(name) for name in ("shared-a", "shared-b")}
     for name in ("shared-a", "shared-b"):
-        manifest = syncjob(name, simulator, tmp_path / f"{name}.db", count=300,
+        manifest = syncjob(name, simulator, stores[name], count=300,
                            vendors=("shared20",))  # fmt: skip
         manifest["spec"]["source"]["rateLimit"] = {"requestsPerSecond": 20, "key": "shared20"}
         apply_job(operator, manifest)
-    wait_for(lambda: rows(tmp_path / "shared-a.db") >= 100, timeout=90, what="progress")
+    wait_for(lambda: stores["shared-a"].rows() >= 100, timeout=90, what="progress")
     operator.kill()  # leases lapse; shards fall back to 20 / maxParallelism each
     time.sleep(6)
     operator.start()
@@ -596,14 +622,14 @@ def test_two_runs_sharing_a_key_hold_20_rps_even_with_the_controller_killed(
 
 
 def test_5000_failing_items_stay_in_the_sink_and_the_syncjob_stays_small(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
     canary = "canary-9f3b-never-printed"
     operator.cluster.kubectl(
         "create", "secret", "generic", "canary-keys", "-n", NS, f"--from-literal=token={canary}"
     )
     operator.cluster.kubectl("create", "serviceaccount", "workload-id", "-n", NS)
-    db = tmp_path / "bad.db"
+    db = store("bad")
     manifest = syncjob("plants-bad", simulator, db, count=5000, vendors=("allbad",))
     manifest["spec"]["deadLetter"] = {"maxItemFailures": 10000}
     manifest["spec"]["worker"] = {"serviceAccountName": "workload-id"}
@@ -623,9 +649,7 @@ def test_5000_failing_items_stay_in_the_sink_and_the_syncjob_stays_small(
     assert s["phase"] == "PartiallySucceeded", s
     assert s["failedItems"]["count"] == 5000
     assert len(s["failedItems"]["sample"]) == 20
-    with sqlite3.connect(db) as connection:
-        (letters,) = connection.execute("SELECT count(*) FROM plants_dead_letters").fetchone()
-    assert letters == 5000
+    assert db.dead_letters() == 5000
     body = operator.cluster.kubectl("get", "syncjob", "plants-bad", "-n", NS, "-o", "json").stdout
     assert len(body) < 32_000, len(body)  # status holds counts and a sample, not the items
     # The canary (the vendor credential) appears nowhere a user or operator can read.
@@ -638,8 +662,10 @@ def test_5000_failing_items_stay_in_the_sink_and_the_syncjob_stays_small(
         httpx.get(f"{operator.url}/metrics", trust_env=False).text,
         operator.log_tail(100_000),
         *(
-            log.read_text(errors="replace")
-            for log in operator.cluster.kubelet.root.glob("*plants-bad*/log")
+            operator.cluster.pod_log(NS, pod["metadata"]["name"])
+            for pod in get_json(
+                operator.cluster, "pods", "-n", NS, "-l", "fleetsync.dev/run=plants-bad"
+            )["items"]
         ),
     ]
     assert len(seen) > 5  # the worker pods' logs are among them
@@ -647,23 +673,23 @@ def test_5000_failing_items_stay_in_the_sink_and_the_syncjob_stays_small(
 
 
 def test_a_worker_sent_sigterm_is_replaced_and_the_shard_resumes(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
-    db = tmp_path / "term.db"
+    db = store("term")
     before = simulator.stats()["vendors"]["slow"]["total"]
     apply_job(operator, syncjob("plants-term", simulator, db, vendors=("slow",), count=2000,
                                 shards=2, parallelism=2))  # fmt: skip
-    wait_for(lambda: rows(db) >= 300, timeout=90, what="progress")
+    wait_for(lambda: db.rows() >= 300, timeout=90, what="progress")
     pods = get_json(operator.cluster, "pods", "-n", NS, "-l", "fleetsync.dev/run=plants-term")
     victim = next(p for p in pods["items"] if p["status"].get("phase") == "Running")
     name = victim["metadata"]["name"]
+    log = operator.cluster.follow_log(NS, name)  # the pod and its log go with the deletion
     operator.cluster.kubectl("delete", "pod", name, "-n", NS, "--wait=false")  # SIGTERM
     s = wait_phase(operator, "plants-term", {"Succeeded", "PartiallySucceeded", "Failed"}, 240)
     assert s["phase"] == "Succeeded", s
-    assert rows(db) == 2000
+    assert db.rows() == 2000
     assert s["items"]["synced"] + s["items"]["unchanged"] == 2000
-    log = next(operator.cluster.kubelet.root.glob(f"*{name}*/log")).read_text()
-    assert "exiting 75" in log or "SIGTERM" in log
+    assert "exiting 75" in log() or "SIGTERM" in log()
     job = get_json(operator.cluster, "job", "plants-term", "-n", NS)["status"]
     assert job.get("failed", 0) == 0  # exit 75 is ignored by the podFailurePolicy
     fetched = simulator.stats()["vendors"]["slow"]["total"] - before
@@ -671,14 +697,14 @@ def test_a_worker_sent_sigterm_is_replaced_and_the_shard_resumes(
 
 
 def test_the_plants_example_scaled_down_succeeds(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
     root = Path(__file__).resolve().parents[2]
     text = (root / "examples/plants/syncjob.yaml").read_text()
     body = yaml.safe_load(text.replace("http://127.0.0.1:8765", simulator.url))
     body["metadata"]["name"] = "plants-example"
     body["spec"]["fleet"]["inventory"]["generate"]["count"] = 700  # the one scale parameter
-    body["spec"]["sink"]["sqlite"]["path"] = str(tmp_path / "plants.db")
+    body["spec"]["sink"] = store("plants").sink()
     apply_job(operator, body)
     out = operator.cluster.kubectl(
         "wait", "--for=condition=Complete", "syncjob/plants-example", "-n", NS,
@@ -690,14 +716,14 @@ def test_the_plants_example_scaled_down_succeeds(
 
 
 def test_monotonic_on_dynamodb_counts_stale_items_and_reports_write_units(
-    operator: Operator, simulator: SimulatorProcess, tmp_path: Path
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
     import boto3
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from support.dynamodb import moto_server
 
-    with moto_server() as endpoint:
+    with moto_server(host=TARGET.host) as endpoint:
         client = boto3.client(
             "dynamodb", endpoint_url=endpoint, region_name="us-east-1",
             aws_access_key_id="test", aws_secret_access_key="test",
@@ -718,7 +744,7 @@ def test_monotonic_on_dynamodb_counts_stale_items_and_reports_write_units(
             "create", "secret", "generic", "aws", "-n", NS,
             "--from-literal=aws_access_key_id=test", "--from-literal=aws_secret_access_key=test",
         )  # fmt: skip
-        manifest = syncjob("plants-mono", simulator, tmp_path / "unused.db", count=100,
+        manifest = syncjob("plants-mono", simulator, store("unused"), count=100,
                            shards=1, parallelism=1)  # fmt: skip
         manifest["spec"]["sink"] = {
             "dynamodb": {

@@ -27,14 +27,16 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_server(timeout: float = 60) -> Iterator[str]:
+def moto_server(timeout: float = 60, host: str = "127.0.0.1") -> Iterator[str]:
+    """A DynamoDB-protocol server (moto) on ``host`` (loopback unless pods elsewhere must
+    reach it); yields its endpoint URL."""
     port = _free_port()
     server = Path(sys.executable).parent / "moto_server"
     process = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        [str(server), "-H", host, "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -34,8 +34,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def postgres_server(timeout: float = 60) -> Iterator[str]:
-    """Yields a DSN (password-authenticated user ``fleetsync``, database ``fleetsync``)."""
+def postgres_server(timeout: float = 60, host: str = "127.0.0.1") -> Iterator[str]:
+    """Yields a DSN (password-authenticated user ``fleetsync``, database ``fleetsync``).
+
+    ``host``: the address to listen on; loopback unless pods elsewhere must reach it (the
+    kind e2e path passes the Docker network's gateway), then clients from any address may
+    log in with the password."""
     bindir = _bin()
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
     root = Path(tempfile.mkdtemp(prefix="fleetsync-pg-", dir=base))
@@ -56,12 +60,15 @@ def postgres_server(timeout: float = 60) -> Iterator[str]:
          "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"],
         check=True, capture_output=True, timeout=timeout,
     )  # fmt: skip
+    if host != "127.0.0.1":
+        with (data / "pg_hba.conf").open("a") as hba:
+            hba.write("host all all 0.0.0.0/0 scram-sha-256\n")
     log = root / "server.log"
     if as_root:
         log.touch()
         shutil.chown(log, "postgres")
     options = (
-        f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
+        f"-p {port} -k {sockets} -c listen_addresses={host} -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off"
     )
     subprocess.run(
@@ -69,12 +76,12 @@ def postgres_server(timeout: float = 60) -> Iterator[str]:
          "-t", str(int(timeout)), "-o", options, "start"],
         check=True, capture_output=True, timeout=timeout + 10,
     )  # fmt: skip
-    dsn = f"postgresql://fleetsync:{password}@127.0.0.1:{port}/postgres"
+    dsn = f"postgresql://fleetsync:{password}@{host}:{port}/postgres"
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
+                if s.connect_ex((host, port)) == 0:
                     break
             time.sleep(0.1)
         yield dsn

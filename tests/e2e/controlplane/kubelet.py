@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 
 NODE = "process-node"
+API_TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def _now() -> str:
@@ -202,6 +203,8 @@ class ProcessKubelet:
                 running = self.running.pop(key)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(running.process.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    running.process.wait(timeout=5)
 
     def _bind(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -343,6 +346,39 @@ class ProcessKubelet:
             dirs[volume["name"]] = target
         return dirs
 
+    def _in_cluster_kubeconfig(self, volume: Path, base: Path) -> Path:
+        """The stand-in for in-cluster config: a real kubelet mounts the API token at
+        /var/run/secrets/kubernetes.io/serviceaccount and sets KUBERNETES_SERVICE_HOST; a
+        process cannot see that fixed path, so it gets a kubeconfig naming the same token and
+        CA (client libraries fall back to KUBECONFIG when not in a cluster)."""
+        path = base / "kubeconfig"
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {
+                            "name": "in-cluster",
+                            "cluster": {
+                                "server": self.server,
+                                "certificate-authority-data": base64.b64encode(
+                                    (volume / "ca.crt").read_bytes()
+                                ).decode(),
+                            },
+                        }
+                    ],
+                    "users": [{"name": "pod", "user": {"token": (volume / "token").read_text()}}],
+                    "contexts": [
+                        {"name": "pod", "context": {"cluster": "in-cluster", "user": "pod"}}
+                    ],
+                    "current-context": "pod",
+                }
+            )
+        )
+        path.chmod(0o600)
+        return path
+
     @staticmethod
     def _select(data: dict[str, bytes], items: list[dict[str, str]] | None) -> dict[str, bytes]:
         if not items:
@@ -352,7 +388,9 @@ class ProcessKubelet:
     def _env(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
         namespace = pod["metadata"]["namespace"]
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # The image's ENV (Dockerfile): its `fleetsync` is the venv's; output unbuffered.
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "PYTHONUNBUFFERED": "1",
             "HOME": str(self.root),
             "LANG": "C.UTF-8",
             "HOSTNAME": pod["metadata"]["name"],
@@ -451,6 +489,9 @@ class ProcessKubelet:
         command = container.get("command") or [str(Path(sys.executable).parent / "fleetsync")]
         argv = [local(a) for a in [*command, *(container.get("args") or [])]]
         env = {k: local(v) for k, v in env.items()}
+        for mount in container.get("volumeMounts") or []:
+            if mount["mountPath"].rstrip("/") == API_TOKEN_MOUNT:
+                env["KUBECONFIG"] = str(self._in_cluster_kubeconfig(volumes[mount["name"]], base))
         log = base / "log"
         base.mkdir(parents=True, exist_ok=True)
         workdir = base / "work"
