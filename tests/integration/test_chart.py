@@ -71,6 +71,27 @@ def test_pods_run_under_the_restricted_pod_security_standard() -> None:
     assert deployment["spec"]["replicas"] == 1
 
 
+def test_workers_report_to_the_service_unless_told_otherwise() -> None:
+    def controller(*args: str) -> dict[str, Any]:
+        pod = of_kind(render(*args), "Deployment")[0]["spec"]["template"]["spec"]
+        return dict(pod["containers"][0])
+
+    default = controller()
+    assert "--report-url=http://fleetsync.fleetsync-system.svc:8080" in default["args"]
+    assert "--listen=0.0.0.0:8080" in default["args"]
+    service = of_kind(render(), "Service")[0]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    custom = controller(
+        "--set", "controller.port=9123", "--set", "controller.reportUrl=http://127.0.0.1:9123",
+        "--set-json", 'controller.extraArgs=["--clock-file=/tmp/clock"]',
+    )  # fmt: skip
+    assert custom["args"][1:3] == ["--listen=0.0.0.0:9123", "--report-url=http://127.0.0.1:9123"]
+    assert custom["args"][-1] == "--clock-file=/tmp/clock"
+    assert custom["ports"] == [{"name": "http", "containerPort": 9123}]
+    bad = template("--set-json", 'controller.extraArgs=["tick"]', check=False)
+    assert bad.returncode != 0 and "extraArgs" in bad.stderr
+
+
 def test_crds_are_the_generated_ones_and_kept_on_uninstall() -> None:
     for crd in build_crds():
         path = CHART / "templates/crds" / f"{crd['metadata']['name']}.yaml"
