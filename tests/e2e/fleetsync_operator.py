@@ -51,15 +51,17 @@ def helm() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def render_chart(*args: str) -> list[dict[str, Any]]:
+def render_chart(
+    *args: str, release: str = RELEASE, namespace: str = SYSTEM_NS
+) -> list[dict[str, Any]]:
     out = subprocess.run(
         [
             helm(),
             "template",
-            RELEASE,
+            release,
             str(ROOT / "charts/fleetsync"),
             "--namespace",
-            SYSTEM_NS,
+            namespace,
             "--kube-version",
             KUBE_VERSION,
             *args,

@@ -514,9 +514,12 @@ def test_every_example_and_the_chart_pass_server_side_validation(operator: Any) 
         assert out.returncode == 0, f"{example}: {out.stderr}"
     from fleetsync_operator import render_chart
 
+    # A release of its own: the suite's controller may be a helm release with other values.
+    operator.cluster.kubectl("create", "namespace", "fleetsync-dryrun", check=False)
     docs = render_chart(
-        "--set", "metrics.serviceMonitor.enabled=false", "--set", "watchNamespaces={energy}"
-    )
+        "--set", "metrics.serviceMonitor.enabled=false", "--set", "watchNamespaces={energy}",
+        release="dryrun", namespace="fleetsync-dryrun",
+    )  # fmt: skip
     out = operator.cluster.kubectl(
         "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs), check=False
     )
