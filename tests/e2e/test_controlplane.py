@@ -207,9 +207,7 @@ def test_projected_tokens_are_pod_bound_and_pass_token_review(
 
 def test_deleting_a_namespace_cascades(cluster: Any, ns: str) -> None:
     body = job("sleeper", ns, "import time; time.sleep(60)")
-    # Without backoffLimitPerIndex: with it, a pod deleted with its Job keeps the Job
-    # controller's tracking finalizer here (under investigation, see the issue notes).
-    del body["spec"]["backoffLimitPerIndex"]
+    del body["spec"]["backoffLimitPerIndex"]  # see the next test
     apply(cluster, body)
     wait_for(lambda: get(cluster, "pods", "-n", ns)["items"], 30, "a pod")
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
@@ -217,6 +215,41 @@ def test_deleting_a_namespace_cascades(cluster: Any, ns: str) -> None:
         lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0,
         90,
         "the namespace to go",
+    )
+
+
+def test_a_backoff_limit_per_index_job_holds_its_namespace_until_the_job_is_deleted(
+    cluster: Any, ns: str
+) -> None:
+    """Upstream behaviour the fleetsync controller works around: namespace deletion removes
+    pods first (OrderedNamespaceDeletion, GA in 1.34); with backoffLimitPerIndex the Job
+    controller keeps a failed pod's tracking finalizer until the index's replacement exists,
+    and a terminating namespace refuses the replacement. Deleting the Job releases it."""
+    apply(cluster, job("sleeper", ns, "import time; time.sleep(60)"))
+    wait_for(
+        lambda: any(p["status"].get("phase") == "Running"
+                    for p in get(cluster, "pods", "-n", ns)["items"]),
+        30, "a running pod",
+    )  # fmt: skip
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+    def held() -> bool:
+        pods = get(cluster, "pods", "-n", ns)["items"]
+        return bool(pods) and all(
+            p["status"].get("phase") == "Failed"
+            and "batch.kubernetes.io/job-tracking" in (p["metadata"].get("finalizers") or [])
+            for p in pods
+        )
+
+    wait_for(held, 30, "the failed pod held by its finalizer")
+    time.sleep(5)
+    assert held()
+    assert cluster.kubectl("get", "job", "sleeper", "-n", ns, check=False).returncode == 0
+    cluster.kubectl("delete", "job", "sleeper", "-n", ns, "--wait=false")
+    wait_for(
+        lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0,
+        90,
+        "the namespace to go once the Job is deleted",
     )
 
 

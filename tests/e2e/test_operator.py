@@ -31,6 +31,7 @@ from fleetsync.simulator import SimulatorConfig, SimulatorProcess, VendorConfig
 pytestmark = pytest.mark.e2e
 
 NS = "energy"
+DOOMED = "energy-doomed"  # a watched namespace the last test deletes
 VENDORS = ("sungrow", "huawei", "solaredge")
 
 
@@ -38,7 +39,7 @@ VENDORS = ("sungrow", "huawei", "solaredge")
 def operator(
     cluster: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator | HelmOperator]:
-    with running_operator(cluster, tmp_path_factory.mktemp("operator"), (NS,)) as op:
+    with running_operator(cluster, tmp_path_factory.mktemp("operator"), (NS, DOOMED)) as op:
         yield op
         print(op.log_tail(200))
 
@@ -763,3 +764,37 @@ def test_monotonic_on_dynamodb_counts_stale_items_and_reports_write_units(
         assert s["cost"]["writeUnits"] >= 50  # conditional writes cost units, refused or not
         kept = client.get_item(TableName="plants-mono", Key={"PK": {"S": "PLANT#plants-mono-0"}})
         assert kept["Item"]["updated_at"]["S"] == "2099-01-01T00:00:00Z"
+
+
+def test_deleting_a_namespace_with_a_running_syncjob_completes(
+    operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
+) -> None:
+    """Kubernetes deletes a namespace's pods before its other objects (ordered namespace
+    deletion, GA in 1.34); the Job controller keeps a failed pod's tracking finalizer until it
+    has created the index's replacement (backoffLimitPerIndex), which a terminating namespace
+    forbids. The controller must break that wait, and survive its namespace going away."""
+    manifest = syncjob("plants-doomed", simulator, store("doomed"), vendors=("slow",), count=2000)
+    manifest["metadata"]["namespace"] = DOOMED
+    apply_job(operator, manifest)
+
+    def running() -> bool:
+        pods = get_json(operator.cluster, "pods", "-n", DOOMED)["items"]
+        return sum(p["status"].get("phase") == "Running" for p in pods) >= 2
+
+    wait_for(running, timeout=90, what="shard pods running")
+    operator.cluster.kubectl("delete", "namespace", DOOMED, "--wait=false")
+    try:
+        wait_for(
+            lambda: operator.cluster.kubectl("get", "namespace", DOOMED, check=False).returncode,
+            timeout=120,
+            what=f"namespace {DOOMED} deleted",
+        )
+    except AssertionError:
+        print(operator.cluster.kubectl("get", "pods,jobs,syncjobs", "-n", DOOMED, "-o",
+                                       "yaml", check=False).stdout[-4000:])  # fmt: skip
+        raise
+    # The controller goes on serving the namespace it still has.
+    manifest = syncjob("plants-after", simulator, store("after"), count=100, shards=1)
+    apply_job(operator, manifest)
+    s = wait_phase(operator, "plants-after", {"Succeeded", "PartiallySucceeded", "Failed"}, 120)
+    assert s["phase"] == "Succeeded", s

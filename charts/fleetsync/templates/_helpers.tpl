@@ -49,10 +49,11 @@ app.kubernetes.io/component: controller
   - apiGroups: [fleetsync.dev]
     resources: [syncjobs/status, syncschedules/status]
     verbs: [patch]
-  # One Indexed Job per run; patch changes parallelism and suspend.
+  # One Indexed Job per run; patch changes parallelism and suspend; delete releases the
+  # pods of a run whose namespace is being deleted (see Controller._release_terminating).
   - apiGroups: [batch]
     resources: [jobs]
-    verbs: [get, list, watch, create, patch]
+    verbs: [get, list, watch, create, patch, delete]
   # Read pods to map a reporting pod to its run and shard, and to see pods that cannot start.
   - apiGroups: [""]
     resources: [pods]

@@ -18,9 +18,22 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from fleetsync.api.constants import GROUP, VERSION
 
-__all__ = ["ApiException", "Kube", "connect"]
+__all__ = ["ApiException", "Kube", "connect", "is_namespace_terminating"]
 
 MERGE = "application/merge-patch+json"
+
+
+def is_namespace_terminating(error: BaseException) -> bool:
+    """A 403 from the NamespaceLifecycle admission plugin: the namespace is being deleted."""
+    if not isinstance(error, ApiException) or error.status != 403:
+        return False
+    try:
+        body = json.loads(error.body or "{}")
+    except (TypeError, ValueError):
+        return False
+    causes = (body.get("details") or {}).get("causes") or []
+    # StatusCause.Type is serialised as "reason".
+    return any(cause.get("reason") == "NamespaceTerminating" for cause in causes)
 
 
 async def connect(kubeconfig: str | None) -> client.ApiClient:
@@ -131,6 +144,31 @@ class Kube:
         )
 
     # --- deletes ---------------------------------------------------------------------------
+
+    async def namespace_terminating(self, namespace: str) -> bool:
+        """Whether ``namespace`` is being deleted: the API server refuses new objects in it.
+        Probed with a dry-run create of a ConfigMap (the controller may create ConfigMaps
+        already; reading the Namespace would need a cluster-scoped grant)."""
+        probe = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"generateName": "fleetsync-probe-", "namespace": namespace},
+        }
+        try:
+            await self.core.create_namespaced_config_map(namespace, probe, dry_run="All")
+        except ApiException as error:
+            if is_namespace_terminating(error):
+                return True
+            raise
+        return False
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a run's Job; its pods go with it (background propagation)."""
+        try:
+            await self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     async def delete_syncjob(self, namespace: str, name: str) -> None:
         try:

@@ -88,5 +88,8 @@ def controller_main(options: ControllerOptions) -> int:
         force=True,
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # kopf logs every handled event at INFO: one line per pod update of every run.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(_run(options))
     return 0

@@ -41,7 +41,7 @@ from fleetsync.controller.build import (
     progress_config_map_name,
     run_labels,
 )
-from fleetsync.controller.kube import Kube
+from fleetsync.controller.kube import Kube, is_namespace_terminating
 from fleetsync.controller.metrics import ControllerMetrics
 from fleetsync.controller.observe import (
     TERMINAL,
@@ -62,6 +62,8 @@ __all__ = ["Controller", "ControllerSettings", "RunState"]
 
 log = logging.getLogger("fleetsync.controller")
 Key = tuple[str, str]  # (namespace, name)
+Body = Mapping[str, Any]
+TERMINATING_MEMORY_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,8 @@ class Controller:
         self.jobs: dict[Key, dict[str, Any]] = {}
         self.pods: dict[Key, dict[str, Any]] = {}
         self.runs: dict[Key, RunState] = {}
+        self.terminating: dict[str, float] = {}  # namespace -> when seen being deleted
+        self._probed: dict[str, float] = {}  # namespace -> when last probed for that
         self.budgets: dict[str, BudgetBook] = {}
         self.started = time.time()
         self.wake = asyncio.Event()
@@ -176,15 +180,21 @@ class Controller:
             started = time.monotonic()
             try:
                 await self.reconcile_schedule(key)
-            except Exception:
-                log.exception("reconciling SyncSchedule %s/%s", *key)
+            except Exception as error:
+                if is_namespace_terminating(error):
+                    self._mark_terminating(key[0])
+                else:
+                    log.exception("reconciling SyncSchedule %s/%s", *key)
             self.metrics.reconcile.labels(kind="SyncSchedule").observe(time.monotonic() - started)
         for key in list(self.syncjobs):
             started = time.monotonic()
             try:
                 await self.reconcile_syncjob(key)
-            except Exception:
-                log.exception("reconciling SyncJob %s/%s", *key)
+            except Exception as error:
+                if is_namespace_terminating(error):
+                    self._mark_terminating(key[0])
+                else:
+                    log.exception("reconciling SyncJob %s/%s", *key)
             self.metrics.reconcile.labels(kind="SyncJob").observe(time.monotonic() - started)
         self.metrics.observe_phases(self.syncjobs.values())
 
@@ -300,6 +310,8 @@ class Controller:
             return
         await self._load_progress(key, state)
         job = self.jobs.get(key)
+        if await self._release_terminating(key, job, now):
+            return
         if job is not None and not self._owned(job, body):
             await self._write_invalid(
                 key, body, f"a Job named {key[1]} exists and is not owned by this SyncJob"
@@ -337,6 +349,43 @@ class Controller:
         else:
             await self._persist_progress(key, state)
         await self._write_status(key, body, state, observation, job, now)
+
+    def _mark_terminating(self, namespace: str) -> None:
+        if namespace not in self.terminating:
+            log.info("namespace %s is being deleted: its runs are released, not resumed", namespace)
+        self.terminating[namespace] = time.monotonic()
+
+    def _known_terminating(self, namespace: str) -> bool:
+        # A namespace never stops terminating, but one of the same name may be created later.
+        marked = self.terminating.get(namespace)
+        return marked is not None and time.monotonic() - marked < TERMINATING_MEMORY_SECONDS
+
+    async def _release_terminating(self, key: Key, job: Body | None, now: float) -> bool:
+        """True when the run's namespace is being deleted; its Job is then deleted.
+
+        Kubernetes deletes a namespace's pods before anything else in it (ordered namespace
+        deletion, GA in 1.34). A shard pod that fails there keeps the Job controller's
+        tracking finalizer until the Job has created the index's replacement pod
+        (backoffLimitPerIndex), which a terminating namespace refuses: the namespace would
+        never go. A Job being deleted releases its pods' finalizers at once."""
+        namespace = key[0]
+        if not self._known_terminating(namespace):
+            deleting = any(
+                (p["metadata"].get("labels") or {}).get(LABEL_RUN) == key[1]
+                and p["metadata"].get("deletionTimestamp")
+                for (ns, _), p in self.pods.items()
+                if ns == namespace
+            )
+            if not deleting or now - self._probed.get(namespace, -1e9) < 5.0:
+                return False
+            self._probed[namespace] = now
+            if not await self.kube.namespace_terminating(namespace):
+                return False
+            self._mark_terminating(namespace)
+        if job is not None and not job["metadata"].get("deletionTimestamp"):
+            log.info("deleting Job %s/%s: its namespace is being deleted", *key)
+            await self.kube.delete_job(*key)
+        return True
 
     def _owned(self, child: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
         uid = owner["metadata"]["uid"]
@@ -451,8 +500,11 @@ class Controller:
             return False
         try:
             await self._persist_progress(key, state, force=True)
-        except Exception:
-            log.warning("persisting progress of %s/%s failed", namespace, run, exc_info=True)
+        except Exception as error:
+            if is_namespace_terminating(error):
+                self._mark_terminating(namespace)
+            else:
+                log.warning("persisting progress of %s/%s failed", namespace, run, exc_info=True)
             return False
         return True
 
