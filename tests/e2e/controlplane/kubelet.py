@@ -385,16 +385,22 @@ class ProcessKubelet:
             return data
         return {item["path"]: data[item["key"]] for item in items if item["key"] in data}
 
-    def _env(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
-        namespace = pod["metadata"]["namespace"]
-        env = {
-            # The image's ENV (Dockerfile): its `fleetsync` is the venv's; output unbuffered.
+    def _image_env(self, pod: dict[str, Any]) -> dict[str, str]:
+        """The image's ENV (Dockerfile): its `fleetsync` is the venv's; output unbuffered.
+        Host paths: never mapped into the pod's mounts (a clone under /tmp has its venv
+        there, and the pod mounts an emptyDir at /tmp)."""
+        return {
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "PYTHONUNBUFFERED": "1",
             "HOME": str(self.root),
             "LANG": "C.UTF-8",
             "HOSTNAME": pod["metadata"]["name"],
         }
+
+    def _env(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+        """The container's env as its spec gives it (values, field refs, Secrets, ConfigMaps)."""
+        namespace = pod["metadata"]["namespace"]
+        env: dict[str, str] = {}
         for source in container.get("envFrom") or []:
             prefix = source.get("prefix", "")
             if "configMapRef" in source:
@@ -488,7 +494,7 @@ class ProcessKubelet:
         # (the Dockerfile's), so the chart's pod specs run unchanged here.
         command = container.get("command") or [str(Path(sys.executable).parent / "fleetsync")]
         argv = [local(a) for a in [*command, *(container.get("args") or [])]]
-        env = {k: local(v) for k, v in env.items()}
+        env = {**self._image_env(pod), **{k: local(v) for k, v in env.items()}}
         for mount in container.get("volumeMounts") or []:
             if mount["mountPath"].rstrip("/") == API_TOKEN_MOUNT:
                 env["KUBECONFIG"] = str(self._in_cluster_kubeconfig(volumes[mount["name"]], base))
