@@ -773,7 +773,12 @@ def test_deleting_a_namespace_with_a_running_syncjob_completes(
     deletion, GA in 1.34); the Job controller keeps a failed pod's tracking finalizer until it
     has created the index's replacement (backoffLimitPerIndex), which a terminating namespace
     forbids. The controller must break that wait, and survive its namespace going away."""
-    manifest = syncjob("plants-doomed", simulator, store("doomed"), vendors=("slow",), count=2000)
+    db = store("doomed")
+    if isinstance(db, PostgresStore):  # its DSN Secret, in this namespace too
+        operator.cluster.kubectl(
+            "create", "secret", "generic", db.secret, "-n", DOOMED, f"--from-literal=dsn={db.dsn}"
+        )
+    manifest = syncjob("plants-doomed", simulator, db, vendors=("slow",), count=2000)
     manifest["metadata"]["namespace"] = DOOMED
     apply_job(operator, manifest)
 
