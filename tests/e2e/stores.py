@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,8 +29,28 @@ class Store(Protocol):
         ...
 
 
+class _Readback:
+    """What landed, read the same way from either store (both name a table ``table``)."""
+
+    table: str
+
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def rows(self) -> int:
+        found = self._query(f"SELECT count(*) FROM {self.table}")
+        return int(found[0][0]) if found else 0
+
+    def synced_keys(self) -> list[str]:
+        return [str(k) for (k,) in self._query(f"SELECT key FROM {self.table}")]
+
+    def dead_letters(self) -> int:
+        found = self._query(f"SELECT count(*) FROM {self.table}_dead_letters")
+        return int(found[0][0]) if found else 0
+
+
 @dataclass
-class SqliteStore:
+class SqliteStore(_Readback):
     path: Path
     table: str = "plants"
 
@@ -46,27 +66,15 @@ class SqliteStore:
         except sqlite3.OperationalError:
             return []  # table not created yet
 
-    def rows(self) -> int:
-        found = self._query(f"SELECT count(*) FROM {self.table}")
-        return int(found[0][0]) if found else 0
-
-    def synced_keys(self) -> list[str]:
-        return [str(k) for (k,) in self._query(f"SELECT key FROM {self.table}")]
-
-    def dead_letters(self) -> int:
-        found = self._query(f"SELECT count(*) FROM {self.table}_dead_letters")
-        return int(found[0][0]) if found else 0
-
     def cli_env(self) -> dict[str, str]:
         return {}
 
 
 @dataclass
-class PostgresStore:
+class PostgresStore(_Readback):
     dsn: str
     table: str
     secret: str  # a Secret in the test namespace holding the DSN under key "dsn"
-    _connection: Any = field(default=None, repr=False)
 
     def sink(self) -> dict[str, Any]:
         return {"postgres": {"dsnSecretRef": {"name": self.secret, "key": "dsn"},
@@ -81,17 +89,6 @@ class PostgresStore:
         ):
             return list(connection.execute(sql.encode()).fetchall())
         return []  # table not created yet
-
-    def rows(self) -> int:
-        found = self._query(f"SELECT count(*) FROM {self.table}")
-        return int(found[0][0]) if found else 0
-
-    def synced_keys(self) -> list[str]:
-        return [str(k) for (k,) in self._query(f"SELECT key FROM {self.table}")]
-
-    def dead_letters(self) -> int:
-        found = self._query(f"SELECT count(*) FROM {self.table}_dead_letters")
-        return int(found[0][0]) if found else 0
 
     def cli_env(self) -> dict[str, str]:
         return {env_name(self.secret, "dsn"): self.dsn}

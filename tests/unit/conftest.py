@@ -3,8 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+from fleetsync.controller.build import WorkerSettings
+from fleetsync.controller.runtime import Controller, ControllerSettings
 from fleetsync.sinks.base import DeadLetter, Record, RecordState, SinkCost, WriteResult
+
+# A SyncJob the controller's unit tests reconcile: energy/plants, 20 items.
+SYNCJOB_KEY = ("energy", "plants")
+SYNCJOB: dict[str, Any] = {
+    "apiVersion": "fleetsync.dev/v1alpha1",
+    "kind": "SyncJob",
+    "metadata": {"name": "plants", "namespace": "energy", "uid": "u1", "generation": 1},
+    "spec": {
+        "fleet": {"kind": "plant", "key": "id", "inventory": {"generate": {"count": 20}}},
+        "source": {"http": {"url": "http://127.0.0.1:1/{id}"}},
+        "sink": {"sqlite": {"path": "x.db", "table": "plants"}},
+        "sharding": {"shards": 2, "parallelism": 2},
+    },
+}
+
+
+def controller_knowing_syncjob(kube: Any) -> Controller:
+    """A controller over ``kube`` (a stand-in for the Kubernetes API) that has seen SYNCJOB."""
+    controller = Controller(
+        kube, ControllerSettings(worker=WorkerSettings(image="x", report_url="http://c"))
+    )
+    controller.syncjobs[SYNCJOB_KEY] = SYNCJOB
+    return controller
 
 
 class MemorySink:

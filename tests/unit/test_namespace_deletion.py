@@ -10,23 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from conftest import SYNCJOB, SYNCJOB_KEY, controller_knowing_syncjob
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from fleetsync.controller.build import WorkerSettings
 from fleetsync.controller.kube import is_namespace_terminating
-from fleetsync.controller.runtime import Controller, ControllerSettings
+from fleetsync.controller.runtime import Controller
 
-KEY = ("energy", "plants")
-BODY: dict[str, Any] = {
-    "apiVersion": "fleetsync.dev/v1alpha1",
-    "kind": "SyncJob",
-    "metadata": {"name": "plants", "namespace": "energy", "uid": "u1", "generation": 1},
-    "spec": {
-        "fleet": {"kind": "plant", "key": "id", "inventory": {"generate": {"count": 20}}},
-        "source": {"http": {"url": "http://127.0.0.1:1/{id}"}},
-        "sink": {"sqlite": {"path": "x.db", "table": "plants"}},
-    },
-}
+KEY = SYNCJOB_KEY
 # What the API server's NamespaceLifecycle admission answers (captured from kube-apiserver
 # v1.36.3 by the e2e suite).
 TERMINATING = {
@@ -80,11 +70,7 @@ class Cluster:
 
 
 def controller(cluster: Cluster) -> Controller:
-    c = Controller(
-        cluster,  # type: ignore[arg-type]
-        ControllerSettings(worker=WorkerSettings(image="x", report_url="http://c")),
-    )
-    c.syncjobs[KEY] = BODY
+    c = controller_knowing_syncjob(cluster)
     c.jobs[KEY] = {"metadata": {"name": "plants", "namespace": "energy"}}
     return c
 
@@ -112,16 +98,15 @@ async def test_a_pod_being_deleted_in_a_terminating_namespace_releases_the_job()
 async def test_an_evicted_pod_in_a_live_namespace_keeps_the_job() -> None:
     cluster = Cluster(terminating=False)
     c = controller(cluster)
-    c.pods[("energy", "plants-0-x")] = pod(deleting=True)
-    assert not await c._release_terminating(KEY, c.jobs[KEY], now=100.0)
-    assert not await c._release_terminating(KEY, c.jobs[KEY], now=101.0)  # probes throttled
+    pods = [pod(deleting=True)]
+    assert not await c._release_terminating(KEY, c.jobs[KEY], pods, now=100.0)
+    assert not await c._release_terminating(KEY, c.jobs[KEY], pods, now=101.0)  # throttled
     assert cluster.deleted == [] and cluster.probes == 1
 
 
 async def test_no_pod_being_deleted_means_no_probe() -> None:
     cluster = Cluster(terminating=True)
     c = controller(cluster)
-    c.pods[("energy", "plants-0-x")] = pod(deleting=False)
-    await c._run_state(KEY, BODY)
-    assert not await c._release_terminating(KEY, c.jobs[KEY], now=100.0)
+    await c._run_state(KEY, SYNCJOB)
+    assert not await c._release_terminating(KEY, c.jobs[KEY], [pod(deleting=False)], now=100.0)
     assert cluster.probes == 0

@@ -12,22 +12,12 @@ import asyncio
 import json
 from typing import Any
 
-from fleetsync.api.progress import ReportWire
-from fleetsync.controller.build import WorkerSettings
-from fleetsync.controller.runtime import Controller, ControllerSettings
+from conftest import SYNCJOB, SYNCJOB_KEY, controller_knowing_syncjob
 
-KEY = ("energy", "plants")
-BODY: dict[str, Any] = {
-    "apiVersion": "fleetsync.dev/v1alpha1",
-    "kind": "SyncJob",
-    "metadata": {"name": "plants", "namespace": "energy", "uid": "u1", "generation": 1},
-    "spec": {
-        "fleet": {"kind": "plant", "key": "id", "inventory": {"generate": {"count": 20}}},
-        "source": {"http": {"url": "http://127.0.0.1:1/{id}"}},
-        "sink": {"sqlite": {"path": "x.db", "table": "plants"}},
-        "sharding": {"shards": 2, "parallelism": 2},
-    },
-}
+from fleetsync.api.progress import ReportWire
+from fleetsync.controller.runtime import Controller
+
+KEY = SYNCJOB_KEY
 
 
 class ConfigMaps:
@@ -72,12 +62,8 @@ def report(shard: int, state: str, synced: int) -> ReportWire:
 
 
 async def controller_with_run(store: ConfigMaps) -> Controller:
-    controller = Controller(
-        store,  # type: ignore[arg-type]
-        ControllerSettings(worker=WorkerSettings(image="x", report_url="http://c")),
-    )
-    controller.syncjobs[KEY] = BODY
-    state = await controller._run_state(KEY, BODY)
+    controller = controller_knowing_syncjob(store)
+    state = await controller._run_state(KEY, SYNCJOB)
     assert state is not None
     state.loaded = True
     return controller

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -310,7 +310,12 @@ class Controller:
             return
         await self._load_progress(key, state)
         job = self.jobs.get(key)
-        if await self._release_terminating(key, job, now):
+        pods = [
+            p
+            for (ns, _), p in self.pods.items()
+            if ns == key[0] and (p["metadata"].get("labels") or {}).get(LABEL_RUN) == key[1]
+        ]
+        if await self._release_terminating(key, job, pods, now):
             return
         if job is not None and not self._owned(job, body):
             await self._write_invalid(
@@ -329,11 +334,6 @@ class Controller:
                 await self.kube.event(body, "SyncJob", "Planned", state.plan.reason, warning=False)
         else:
             await self._align_job(key, state, job, now)
-        pods = [
-            p
-            for (ns, _), p in self.pods.items()
-            if ns == key[0] and (p["metadata"].get("labels") or {}).get(LABEL_RUN) == key[1]
-        ]
         warnings: dict[str, str] = {}
         for pod in stuck_creating(pods, now, self.settings.pod_start_grace):
             events = await self.kube.warning_events(key[0], pod["metadata"]["uid"])
@@ -360,7 +360,9 @@ class Controller:
         marked = self.terminating.get(namespace)
         return marked is not None and time.monotonic() - marked < TERMINATING_MEMORY_SECONDS
 
-    async def _release_terminating(self, key: Key, job: Body | None, now: float) -> bool:
+    async def _release_terminating(
+        self, key: Key, job: Body | None, pods: Sequence[Body], now: float
+    ) -> bool:
         """True when the run's namespace is being deleted; its Job is then deleted.
 
         Kubernetes deletes a namespace's pods before anything else in it (ordered namespace
@@ -370,12 +372,7 @@ class Controller:
         never go. A Job being deleted releases its pods' finalizers at once."""
         namespace = key[0]
         if not self._known_terminating(namespace):
-            deleting = any(
-                (p["metadata"].get("labels") or {}).get(LABEL_RUN) == key[1]
-                and p["metadata"].get("deletionTimestamp")
-                for (ns, _), p in self.pods.items()
-                if ns == namespace
-            )
+            deleting = any(p["metadata"].get("deletionTimestamp") for p in pods)
             if not deleting or now - self._probed.get(namespace, -1e9) < 5.0:
                 return False
             self._probed[namespace] = now
