@@ -1,10 +1,6 @@
-"""Which failures to retry, and how long to wait: capped exponential backoff with jitter.
-
-Full jitter (AWS's "Exponential Backoff And Jitter") spreads retries of many shards so a
-recovering vendor is not hit by a synchronised wave; a vendor's ``Retry-After`` is a floor.
-Hand-written because the policy must be data (built from the manifest), side-effect free
-and driven by an injectable random source; tenacity's decorators are built around wrapping
-a call, which the engine's per-attempt rate-limit slot and breaker check don't fit.
+"""Which vendor failures to retry, how often, and how long to wait (the manifest's
+``source.retry``). The waiting itself is :class:`fleetsync.backoff.Backoff`, shared with the
+sinks and the worker's reports.
 """
 
 from __future__ import annotations
@@ -15,10 +11,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fleetsync.api.v1alpha1.syncjob import Retry
+from fleetsync.backoff import Backoff
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
-
-_RETRY_AFTER_CAP = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,19 +48,14 @@ class RetryPolicy:
     def attempts_left(self, failed_attempt: int) -> bool:
         return failed_attempt < self.max_attempts
 
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.base_seconds, self.max_seconds, self.jitter)
+
     def delay(
         self, failed_attempt: int, *, retry_after: float | None = None, rng: random.Random
     ) -> float:
-        cap = min(self.max_seconds, self.base_seconds * 2 ** max(0, failed_attempt - 1))
-        if self.jitter == "full":
-            wait = rng.uniform(0, cap)
-        elif self.jitter == "equal":
-            wait = cap / 2 + rng.uniform(0, cap / 2)
-        else:
-            wait = cap
-        if retry_after is not None:
-            wait = max(wait, min(retry_after, _RETRY_AFTER_CAP))
-        return wait
+        return self.backoff.delay(failed_attempt, rng, retry_after=retry_after)
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
