@@ -37,6 +37,7 @@ class MemorySink:
     """Keeps records in a dict; honours the monotonic guard like the real sinks."""
 
     max_batch_size = 25
+    max_concurrent_writes = 4
 
     def __init__(self, *, monotonic: bool = False, fail_keys: Sequence[str] = ()) -> None:
         self.rows: dict[str, Record] = {}

@@ -95,6 +95,7 @@ class Sink(Protocol):
     """
 
     max_batch_size: int
+    max_concurrent_writes: int  # batches the engine may have in flight at once
 
     @property
     def cost(self) -> SinkCost: ...

@@ -129,7 +129,7 @@ class ShardEngine:
         self._wake_reporter = asyncio.Event()
         self._records: list[tuple[int, Record]] = []
         self._letters: list[tuple[int, DeadLetter]] = []
-        self._write_slots = asyncio.Semaphore(getattr(sink, "max_concurrent_writes", 4))
+        self._write_slots = asyncio.Semaphore(sink.max_concurrent_writes)
         self._failed_sample: deque[FailedWire] = deque(maxlen=_FAILED_SAMPLE)
         self._shard_total: int | None = None
         self._seen = 0
