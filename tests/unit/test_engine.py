@@ -15,7 +15,8 @@ import pytest
 from conftest import MemorySink
 
 from fleetsync.api.v1alpha1 import SyncJobSpec
-from fleetsync.worker.engine import Coordinator, ShardEngine, ShardPlan
+from fleetsync.coordination.protocol import NoCoordinator
+from fleetsync.worker.engine import ShardEngine, ShardPlan
 from fleetsync.worker.fetch import Fetcher
 from fleetsync.worker.main import allowed_hosts
 from fleetsync.worker.requests import RequestBuilder
@@ -76,7 +77,7 @@ async def run_engine(
         sink=sink,  # type: ignore[arg-type]
         fetcher=fetcher,
         requests=RequestBuilder(spec.source, secrets=SecretResolver(None, {}), fetcher=fetcher),
-        coordinator=Coordinator(),
+        coordinator=NoCoordinator(),
         resume=resume,  # type: ignore[arg-type]
     )
     await engine.run()

@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 
 from fleetsync.coordination.budgets import BudgetBook
+from fleetsync.coordination.timing import LeaseTiming
 from fleetsync.worker.ratelimit import (
     GUARD_SECONDS,
     Grant,
@@ -73,7 +74,7 @@ def test_fallback_shares_of_a_run_never_collide() -> None:
 
 
 def test_budget_book_never_double_books_while_holders_come_and_go() -> None:
-    book = BudgetBook(lease_seconds=3.0, holder_timeout=6.0)
+    book = BudgetBook(LeaseTiming(lease_seconds=3.0))
     book.hold_off(0.0)
     handed: list[tuple[str, Grant]] = []
     holders = ["a", "b"]
@@ -108,7 +109,7 @@ def test_budget_book_never_double_books_while_holders_come_and_go() -> None:
 
 
 def test_nothing_is_granted_before_a_restarted_coordinators_hold_off() -> None:
-    book = BudgetBook(lease_seconds=3.0)
+    book = BudgetBook(LeaseTiming(lease_seconds=3.0))
     book.hold_off(100.0)
     early = book.renew("a", {"v": 10.0}, 100.5)["v"]
     assert all(g["start"] >= 103.0 for g in early)
@@ -119,7 +120,7 @@ def test_nothing_is_granted_before_a_restarted_coordinators_hold_off() -> None:
 def test_holders_arriving_one_by_one_do_not_starve_the_budget() -> None:
     # Regression: each arrival used to push the next split a lease further out, so eight
     # shards starting 0.3 s apart left the vendor's budget unused for ~20 s.
-    book = BudgetBook(lease_seconds=3.0, holder_timeout=6.0)
+    book = BudgetBook(LeaseTiming(lease_seconds=3.0))
     latest: dict[str, list[Grant]] = {}
     usable: Counter[int] = Counter()
     for step in range(200):
@@ -182,7 +183,7 @@ async def test_concurrent_tasks_share_the_slots_at_real_epoch_times() -> None:
 @pytest.mark.parametrize("seed", range(40))
 def test_random_arrivals_reports_and_departures_never_double_book(seed: int) -> None:
     rng = random.Random(seed)
-    book = BudgetBook(lease_seconds=3.0, holder_timeout=6.0)
+    book = BudgetBook(LeaseTiming(lease_seconds=3.0))
     t0 = 1_795_529_900.0 + rng.random()
     due = {f"h{i}": rng.uniform(0, 3) for i in range(8)}
     leave = {f"h{i}": rng.uniform(5, 12) for i in range(8)}

@@ -57,6 +57,7 @@ from fleetsync.controller.plan import RunPlan, plan_run
 from fleetsync.controller.schedule import due_tick, next_tick, run_name, run_now_name
 from fleetsync.coordination.budgets import BudgetBook
 from fleetsync.coordination.progress import RunProgress, expected_total
+from fleetsync.coordination.timing import LeaseTiming
 
 __all__ = ["Controller", "ControllerSettings", "RunState"]
 
@@ -72,7 +73,7 @@ class ControllerSettings:
     tick_seconds: float = 1.0
     status_interval: float = 2.0  # at most one status write per SyncJob per this
     progress_interval: float = 2.0
-    lease_seconds: float = 3.0
+    lease: LeaseTiming = field(default_factory=LeaseTiming)
     pod_start_grace: float = 20.0
     scale_interval: float = 30.0
 
@@ -515,10 +516,7 @@ class Controller:
         holder = f"{report['run']}/{report['shard']}"
         book = self.budgets.get(namespace)
         if book is None:
-            book = self.budgets[namespace] = BudgetBook(
-                lease_seconds=self.settings.lease_seconds,
-                holder_timeout=self.settings.lease_seconds * 2,
-            )
+            book = self.budgets[namespace] = BudgetBook(self.settings.lease)
             # A restarted controller cannot know the leases its predecessor handed out.
             book.hold_off(now)
         before = state.progress.views.get(report["shard"])

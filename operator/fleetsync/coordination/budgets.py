@@ -14,13 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fleetsync.api.progress import GrantWire
-from fleetsync.worker.ratelimit import split_residues
+from fleetsync.coordination.slots import split_residues
+from fleetsync.coordination.timing import LeaseTiming
 
 __all__ = ["BudgetBook"]
-
-# A split that starts later is handed out only this close to its start (holders report
-# every second, so each gets it in time), so that it can be replaced until then for free.
-HANDOUT_LEAD = 1.5
 
 
 @dataclass(slots=True)
@@ -45,9 +42,10 @@ class _Key:
 
 
 class BudgetBook:
-    def __init__(self, *, lease_seconds: float = 3.0, holder_timeout: float = 6.0) -> None:
-        self.lease = lease_seconds
-        self.holder_timeout = holder_timeout
+    def __init__(self, timing: LeaseTiming | None = None) -> None:
+        self.timing = timing or LeaseTiming()
+        self.lease = self.timing.lease_seconds
+        self.holder_timeout = self.timing.holder_timeout
         self._keys: dict[str, _Key] = {}
         # A restarted coordinator cannot know the leases its predecessor gave: hand out
         # nothing that starts before they have surely lapsed.
@@ -135,7 +133,9 @@ class BudgetBook:
         for split in (state.current, state.following):
             if split is None or holder not in split.residues:
                 continue
-            if split is state.following and now < split.start - HANDOUT_LEAD:
+            # A split that starts later is handed out only this close to its start, so that
+            # it can be replaced until then for free.
+            if split is state.following and now < split.start - self.timing.handout_lead:
                 continue  # too early: keep it replaceable (see _advance)
             if split is state.current and state.following is None:
                 # Renewal extends the split in force, unless a successor is waiting for it to end.

@@ -17,7 +17,7 @@ from aiohttp import web
 from fleetsync.api.progress import FINAL_STATES, ReplyWire, ReportWire
 from fleetsync.coordination.budgets import BudgetBook
 from fleetsync.coordination.progress import RunProgress
-from fleetsync.worker.engine import Coordinator
+from fleetsync.coordination.timing import LeaseTiming
 
 __all__ = ["InProcessCoordinator", "LocalCoordinator"]
 
@@ -28,10 +28,10 @@ class LocalCoordinator:
         progress: RunProgress,
         *,
         clock: Callable[[], float] = time.time,
-        lease_seconds: float = 3.0,
+        timing: LeaseTiming | None = None,
     ) -> None:
         self.progress = progress
-        self.budgets = BudgetBook(lease_seconds=lease_seconds, holder_timeout=lease_seconds * 2)
+        self.budgets = BudgetBook(timing or LeaseTiming())
         self.clock = clock
         self.token = secrets.token_urlsafe(32)
         self.stopping = False
@@ -82,11 +82,16 @@ class LocalCoordinator:
             await self._runner.cleanup()
 
 
-class InProcessCoordinator(Coordinator):
+class InProcessCoordinator:
     """A single shard in the runner's own process talks to the coordinator directly."""
+
+    keeps_reports = True
 
     def __init__(self, coordinator: LocalCoordinator) -> None:
         self._coordinator = coordinator
 
     async def report(self, report: ReportWire) -> ReplyWire | None:
         return self._coordinator.handle(report)
+
+    async def aclose(self) -> None:
+        return None

@@ -13,12 +13,13 @@ from pathlib import Path
 import httpx
 
 from fleetsync.api.progress import ReplyWire, ReportWire
-from fleetsync.worker.engine import Coordinator
 
 __all__ = ["HttpCoordinator"]
 
 
-class HttpCoordinator(Coordinator):
+class HttpCoordinator:
+    keeps_reports = True
+
     def __init__(self, url: str, *, token_file: Path | None, timeout: float = 5.0) -> None:
         self._url = url.rstrip("/") + "/v1/report"
         self._token_file = token_file

@@ -25,6 +25,8 @@ from pathlib import Path
 from fleetsync.api.constants import BreakerState, ItemOutcome
 from fleetsync.api.progress import CostWire, FailedWire, ReplyWire, ReportWire, ShardState
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
+from fleetsync.coordination.protocol import Coordinator
+from fleetsync.coordination.timing import LeaseTiming
 from fleetsync.errors import (
     BreakerOpenError,
     PayloadError,
@@ -43,7 +45,7 @@ from fleetsync.worker.requests import RequestBuilder
 from fleetsync.worker.retry import RetryPolicy
 from fleetsync.worker.vendors import DEFAULT_VENDOR, VendorRuntime, limit_for
 
-__all__ = ["Coordinator", "EngineResult", "ShardEngine", "ShardPlan"]
+__all__ = ["EngineResult", "ShardEngine", "ShardPlan"]
 
 log = logging.getLogger("fleetsync.worker")
 
@@ -63,18 +65,8 @@ class ShardPlan:
     config_map_dir: Path | None = None
     max_pending: int = 2000
     report_interval: float = 1.0
-    lease_grace: float = 3.0
+    timing: LeaseTiming = field(default_factory=LeaseTiming)
     final_report_seconds: float = 20.0  # within the pod's 30 s termination grace
-
-
-class Coordinator:
-    """Where reports go. The base class is the standalone one: nobody to ask, fallback budgets."""
-
-    async def report(self, report: ReportWire) -> ReplyWire | None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 @dataclass(slots=True)
@@ -499,7 +491,7 @@ class ShardEngine:
         deadline = time.monotonic() + self.plan.final_report_seconds
         delay = 0.5
         while True:
-            if await self._send_report(state) or type(self.coordinator) is Coordinator:
+            if await self._send_report(state) or not self.coordinator.keeps_reports:
                 return
             if time.monotonic() + delay > deadline:
                 log.warning("final progress report not delivered; the sink is complete")
@@ -522,7 +514,7 @@ class ShardEngine:
         # No coordinator answer: once every grant anyone could hold has lapsed, use the safe
         # static share (rate / maxParallelism) so the fleet-wide sum still cannot exceed it.
         if self._fallback_since is None:
-            self._fallback_since = now + self.plan.lease_grace
+            self._fallback_since = now + self.plan.timing.fallback_after
         if now >= self._fallback_since:
             for key, limiter in self._limiters.items():
                 if not any(g.until > now for g in limiter.grants):

@@ -21,10 +21,11 @@ from fleetsync.api.constants import ExitCode
 from fleetsync.api.manifest import load_manifest_file
 from fleetsync.api.progress import ReplyWire, ReportWire
 from fleetsync.api.v1alpha1 import SyncJobSpec, SyncSchedule
+from fleetsync.coordination.protocol import Coordinator, NoCoordinator
 from fleetsync.errors import ManifestError
 from fleetsync.metrics import WorkerMetrics
 from fleetsync.worker.coordination import HttpCoordinator
-from fleetsync.worker.engine import Coordinator, EngineResult, ShardEngine, ShardPlan
+from fleetsync.worker.engine import EngineResult, ShardEngine, ShardPlan
 from fleetsync.worker.fetch import AllowedHosts, Fetcher
 from fleetsync.worker.requests import RequestBuilder
 from fleetsync.worker.secrets import SecretResolver
@@ -151,7 +152,7 @@ async def _main(options: WorkerOptions) -> int:
     coordinator: Coordinator = (
         HttpCoordinator(options.coordinator_url, token_file=options.token_file)
         if options.coordinator_url
-        else Coordinator()
+        else NoCoordinator()
     )
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[ShardEngine] = loop.create_future()
