@@ -65,6 +65,9 @@ class ReportWire(TypedDict):
     run: str
     shard: int
     pod: str
+    # Counts up with every report of one pod: a coordinator ignores a report older than one
+    # it already took from that pod (HTTP retries and slow paths reorder them).
+    seq: int
     state: ShardState
     shardTotal: int | None  # items of this shard, once the inventory has been read to the end
     seen: int  # items of this shard read from the inventory so far

@@ -131,6 +131,7 @@ class ShardEngine:
         self._fresh_for = fresh
         self._read_state = spec.write.skip_unchanged or fresh is not None
         self.vendor_calls = 0
+        self._report_seq = 0
         self._flush_stop = asyncio.Event()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -463,10 +464,12 @@ class ShardEngine:
             busy = vendor.pending > 0 or self._shard_total is None
             if vendor.limit_key is not None and vendor.rate is not None and busy:
                 wants[vendor.limit_key] = vendor.rate
+        self._report_seq += 1
         return ReportWire(
             run=self.plan.run,
             shard=self.plan.shard,
             pod=self.plan.pod,
+            seq=self._report_seq,
             state=state,
             shardTotal=self._shard_total,
             seen=self._seen,
