@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck layers unit integration e2e e2e-chart e2e-kind bench controlplane clean
+.PHONY: install deps demo test lint typecheck layers unit integration e2e e2e-chart e2e-kind bench controlplane clean
 
 install:            ## create the virtualenv and install fleetsync with its dev tools
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,8 +43,15 @@ e2e-chart:
 e2e-kind:           ## the e2e suite on a kind cluster (needs a Docker engine; not run in CI)
 	bash tests/e2e/kind/run.sh
 
+# Everything the tests need, installed or reused: system packages (Debian), the virtualenv,
+# the control plane and helm built from Go modules (cached in ~/.cache/fleetsync).
+deps:
+	bash tests/tools/system-deps.sh
+	$(MAKE) --no-print-directory install
+	$(MAKE) --no-print-directory controlplane
+
 # Each phase is timed so slow ones show up in CI's log.
-test:
+test: deps
 	@for phase in lint typecheck layers unit integration e2e e2e-chart; do \
 	  start=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$phase || exit $$?; \
