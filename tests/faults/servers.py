@@ -89,7 +89,7 @@ class Servers:
 
 @contextlib.contextmanager
 def fault_servers() -> Iterator[Servers]:
-    fast = {"latency": {"p50Ms": 3, "p99Ms": 15}}
+    fast = {"latency": {"p50Ms": 15, "p99Ms": 40}}
     config = SimulatorConfig(vendors={v: VendorConfig.model_validate(fast) for v in VENDORS})
     loop = LoopThread()
     proxies: list[ChaosProxy] = []
