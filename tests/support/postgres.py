@@ -86,20 +86,21 @@ class PostgresServer:
                     return
             time.sleep(0.1)
 
-    def stop(self, mode: str = "immediate") -> None:
-        """Stop the server: ``immediate`` is a crash as clients see it, ``fast`` a clean
-        shutdown that terminates their sessions."""
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` is a restart as clients see it (their sessions are
+        terminated); ``immediate`` a crash, which with this server's ``fsync=off,
+        synchronous_commit=off`` also loses the last acknowledged commits."""
         subprocess.run(
             [*self._prefix, str(self._bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "stop"],
             check=False, capture_output=True, timeout=60,
         )  # fmt: skip
 
-    def restart(self, mode: str = "immediate") -> None:
+    def restart(self, mode: str = "fast") -> None:
         self.stop(mode)
         self.start()
 
     def remove(self) -> None:
-        self.stop()
+        self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -91,7 +91,8 @@ class DynamoDBSink:
             aws_secret_access_key=credentials[1] if credentials else None,
             region_name=region,
         )
-        config = Config(max_pool_connections=_POOL, retries={"max_attempts": 1, "mode": "standard"})
+        retries: Any = {"total_max_attempts": 1, "mode": "standard"}  # ours, not botocore's
+        config = Config(max_pool_connections=_POOL, retries=retries)
         # Typed as Any: boto3-stubs types items as AttributeValue unions, while this module
         # works with plain Python values through the resource layer's (de)serialisers.
         self._client: Any = session.client("dynamodb", endpoint_url=endpoint_url, config=config)

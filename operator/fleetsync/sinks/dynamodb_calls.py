@@ -1,6 +1,6 @@
 """One DynamoDB call, retried the way every DynamoDB call of the sink is.
 
-botocore's own retries are off (``max_attempts: 1``) so that there is one policy, the
+botocore's own retries are off (``total_max_attempts: 1``) so that there is one policy, the
 sink's (:mod:`fleetsync.sinks.retry`), and so that no failure escapes unclassified. An
 answer falls in one of three kinds:
 
