@@ -328,3 +328,25 @@ async def test_sqlite_shards_opening_at_once_and_an_old_dead_letters_table(
     finally:
         for sink in sinks:
             await sink.close()
+
+
+async def test_dynamodb_conditional_puts_survive_resets_and_5xx(
+    dynamodb_faults: FaultProxy,
+) -> None:
+    """With ``monotonicOn`` every record is a conditional PutItem; a reset after the put
+    landed makes the retry meet its own write, which the ``<=`` condition lets through."""
+    sink = dynamo(dynamodb_faults.url, f"mono-{next(_tables)}", monotonic_attribute="power")
+    await sink.open()
+    try:
+        dynamodb_faults.reset_rate = 0.3
+        dynamodb_faults.server_error_rate = 0.2
+        result = await sink.write_batch([record(f"c-{i}", i) for i in range(25)])
+        assert sorted(result.written) == sorted(f"c-{i}" for i in range(25)), result
+        older = await sink.write_batch([record("c-3", 1)])
+        assert older.stale == ["c-3"] and not older.failed
+        dynamodb_faults.calm()
+        assert len(await sink.read_state([f"c-{i}" for i in range(25)])) == 25
+        assert dynamodb_faults.injected["reset"] > 0
+        assert dynamodb_faults.injected["server_error"] > 0
+    finally:
+        await sink.close()

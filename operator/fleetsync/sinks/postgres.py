@@ -143,13 +143,23 @@ class PostgresSink:
         query: sql.SQL | sql.Composed,
         params: Sequence[Any] | None = None,
         what: str = "query",
+        *,
+        refusals: bool = False,
     ) -> list[Any]:
+        """Rows of ``query``; a refusal of the statement is a SinkError, or with
+        ``refusals`` the driver's error, for the caller to blame one record."""
+
         async def run(connection: Connection) -> list[Any]:
             async with connection.cursor() as cursor:
                 await cursor.execute(query, params)
                 return await cursor.fetchall() if cursor.description else []
 
-        return await self._retrying(what, run)
+        try:
+            return await self._retrying(what, run)
+        except psycopg.Error as error:
+            if refusals:
+                raise
+            raise SinkError(f"postgres {self.table}: {what}: {_first_line(error)}") from None
 
     async def _locked(self, what: str, statements: Sequence[sql.Composed]) -> None:
         """``statements`` in one transaction holding this table's advisory lock, so shards
@@ -251,12 +261,9 @@ class PostgresSink:
         m = self.monotonic_attribute
         mono = sql.Identifier(m) if m and m in self._columns else sql.SQL("NULL")
         query = sql.SQL("SELECT key, _fs_hash, _fs_synced_at, {} FROM {} WHERE key = ANY(%s)")
-        try:
-            rows = await self._execute(
-                query.format(mono, self._ident(self.table)), [no_nul(list(keys))], "read state"
-            )
-        except psycopg.Error as error:
-            raise SinkError(f"postgres {self.table}: read state: {_first_line(error)}") from None
+        rows = await self._execute(
+            query.format(mono, self._ident(self.table)), [no_nul(list(keys))], "read state"
+        )
         return {r[0]: RecordState(r[1], r[2], r[3]) for r in rows}
 
     # --- writes ----------------------------------------------------------------------------
@@ -340,7 +347,7 @@ class PostgresSink:
         for record in records:
             params += [record.key, record.content_hash, record.synced_at]
             params += [_param(record.attributes.get(n)) for n in names]
-        return {r[0] for r in await self._execute(query, params, "write")}
+        return {r[0] for r in await self._execute(query, params, "write", refusals=True)}
 
     # --- dead letters ----------------------------------------------------------------------
 
@@ -360,10 +367,7 @@ class PostgresSink:
             item = Jsonb(no_nul(json_safe(dict(le.item))))
             params += [*no_nul([run, le.key, le.member, le.reason]), le.attempts, item]
             params.append(le.failed_at)
-        try:
-            await self._execute(query, params, "write dead letters")
-        except psycopg.Error as error:
-            raise SinkError(f"postgres {self.table}: dead letters: {_first_line(error)}") from None
+        await self._execute(query, params, "write dead letters")
 
     async def read_dead_letters(self, run: str, limit: int | None = None) -> list[DeadLetter]:
         rows = await self._execute(
