@@ -152,12 +152,13 @@ async def test_dynamodb_gives_up_with_a_sink_error_once_the_budget_is_spent(
 
 
 async def test_dynamodb_shards_creating_one_table_at_once_all_open(
-    dynamodb_endpoint: str,
+    dynamodb_faults: FaultProxy,
 ) -> None:
     table = f"race-{next(_tables)}"
-    sinks = [dynamo(dynamodb_endpoint, table) for _ in range(8)]
+    sinks = [dynamo(dynamodb_faults.url, table) for _ in range(8)]
     try:
         await asyncio.gather(*(s.open() for s in sinks))
+        assert dynamodb_faults.requests["CreateTable"] > 1  # they did race: losers waited
         results = await asyncio.gather(
             *(s.write_batch([record(f"s-{i}", i)]) for i, s in enumerate(sinks))
         )
@@ -348,5 +349,17 @@ async def test_dynamodb_conditional_puts_survive_resets_and_5xx(
         assert len(await sink.read_state([f"c-{i}" for i in range(25)])) == 25
         assert dynamodb_faults.injected["reset"] > 0
         assert dynamodb_faults.injected["server_error"] > 0
+    finally:
+        await sink.close()
+
+
+async def test_dynamodb_a_missing_table_is_a_sink_error_at_once(dynamodb_endpoint: str) -> None:
+    sink = DynamoDBSink(
+        f"absent-{next(_tables)}", endpoint_url=dynamodb_endpoint, credentials=("t", "t"),
+        sleep=lambda _: pytest.fail("a missing table is not transient"),
+    )  # fmt: skip
+    try:
+        with pytest.raises(SinkError, match="does not exist"):
+            await sink.open()
     finally:
         await sink.close()

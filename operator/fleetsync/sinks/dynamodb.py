@@ -20,7 +20,6 @@ for it to become ACTIVE. Consumed write capacity is reported as cost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
@@ -113,28 +112,34 @@ class DynamoDBSink:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def _open(self) -> None:
-        tries = self._calls.attempts()
+    def _describe(self) -> str:
+        """The table's status, or "missing"; other refusals make the sink unusable."""
         try:
             described = self._call(
-                tries, "describe table", self._client.describe_table, TableName=self.table,
-                expected=_MISSING,
+                self._calls.attempts(), "describe table", self._client.describe_table,
+                TableName=self.table, expected=_MISSING,
             )  # fmt: skip
-        except Refused:
+        except Refused as refused:
+            if refused.code in _MISSING:
+                return "missing"
+            raise SinkError(f"dynamodb {self.table}: {refused.message}") from None
+        return str(described["Table"]["TableStatus"])
+
+    def _open(self) -> None:
+        status = self._describe()
+        if status == "missing":
             if not self.create_table:
                 raise SinkError(
                     f"dynamodb table {self.table!r} does not exist (set createTable: true)"
                 ) from None
             self._create()
-        else:
-            if described["Table"]["TableStatus"] in ("ACTIVE", "UPDATING"):
-                return
+        elif status in ("ACTIVE", "UPDATING"):
+            return
         self._wait_active()
 
     def _create(self) -> None:
         keys = list(self.key_templates)
-        # Refused: another shard is creating it; wait for ACTIVE like it does.
-        with contextlib.suppress(Refused):
+        try:
             self._call(
                 self._calls.attempts(), "create table", self._client.create_table,
                 expected=_IN_USE, TableName=self.table, BillingMode="PAY_PER_REQUEST",
@@ -144,18 +149,14 @@ class DynamoDBSink:
                 ],
                 AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in keys],
             )  # fmt: skip
+        except Refused as refused:
+            if refused.code not in _IN_USE:  # in use: another shard creates it; wait as it does
+                raise SinkError(f"dynamodb {self.table}: create: {refused.message}") from None
 
     def _wait_active(self) -> None:
         tries = Attempts(_WAIT_ACTIVE, random.Random())
         while True:
-            try:
-                described = self._call(
-                    self._calls.attempts(), "describe table", self._client.describe_table,
-                    TableName=self.table, expected=_MISSING,
-                )  # fmt: skip
-                status = str(described["Table"]["TableStatus"])
-            except Refused:
-                status = "not visible yet"  # a racing CreateTable is not visible everywhere
+            status = self._describe()  # "missing": a racing CreateTable is not visible yet
             if status in ("ACTIVE", "UPDATING"):
                 return
             self._calls.wait(tries, "waiting for the table to become ACTIVE", f"status {status}")
