@@ -1,21 +1,40 @@
 """Turn a manifest (YAML/JSON text or file) into a typed SyncJob or SyncSchedule, or a
 :class:`~fleetsync.errors.ManifestError` whose every line names a field path and a reason
 (``spec.source.rateLimit.requestsPerSecond: must be > 0``) — never a traceback.
+
+Manifests are untrusted input (a SyncSchedule's author need not be the cluster's admin), and
+YAML can describe far more than it spells: 723 bytes of nested aliases expand to a billion
+nodes, and a few kilobytes of ``[[[[`` exhaust Python's recursion. So a document is refused,
+before any expansion, when it is over :data:`MAX_DOCUMENT_BYTES`, nests deeper than
+:data:`MAX_DEPTH`, or its aliases would add more than :data:`MAX_ALIAS_NODES` nodes. NaN and
+Infinity (YAML's ``.nan``, ``.inf``) have no JSON spelling and are refused anywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from fleetsync.api.v1alpha1 import SyncJob, SyncSchedule
+from fleetsync.api.v1alpha1._rules import finite_json
 from fleetsync.errors import ManifestError
 
-__all__ = ["load_manifest", "load_manifest_file", "parse_manifest", "validation_problems"]
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "load_manifest",
+    "load_manifest_file",
+    "parse_manifest",
+    "validation_problems",
+]
+
+MAX_DOCUMENT_BYTES = 1024 * 1024  # the API server stores objects up to ~1.5 MiB
+MAX_DEPTH = 64
+MAX_ALIAS_NODES = 10_000
 
 _KINDS: dict[str, type[SyncJob] | type[SyncSchedule]] = {
     "SyncJob": SyncJob,
@@ -91,21 +110,115 @@ def parse_manifest(document: object) -> SyncJob | SyncSchedule:
     if model is None:
         raise ManifestError([("kind", f"must be one of SyncJob, SyncSchedule (got {kind!r})")])
     try:
+        finite_json(document, "")
+    except ValueError as error:
+        where, _, reason = str(error).partition(": ")
+        raise ManifestError([(where.lstrip(".") or "(manifest)", reason)]) from None
+    try:
         return model.model_validate(document)
     except ValidationError as error:
         raise ManifestError(validation_problems(error)) from None
 
 
-def load_manifest(text: str) -> SyncJob | SyncSchedule:
-    """Parse YAML (or JSON) text holding exactly one manifest."""
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting past :data:`MAX_DEPTH` while it composes."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise ManifestError(
+                    [(f"line {mark.line + 1}", f"nests deeper than {MAX_DEPTH} levels")]
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _children(node: Node) -> Iterator[Node]:
+    if isinstance(node, SequenceNode):
+        yield from node.value
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            yield key
+            yield value
+
+
+def _check_expansion(root: Node) -> None:
+    """Refuse a graph whose aliases expand it by more than MAX_ALIAS_NODES, or nest it past
+    MAX_DEPTH, or loop (an anchor used inside itself); linear in the distinct nodes."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, height)
+    busy: set[int] = set()
+
+    def measure(node: Node) -> tuple[int, int]:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in busy:
+            raise ManifestError([(_line(node), "an alias refers to the node that holds it")])
+        busy.add(id(node))
+        size, height = 1, 0
+        for child in _children(node):
+            child_size, child_height = measure(child)
+            size, height = size + child_size, max(height, child_height)
+        busy.discard(id(node))
+        sizes[id(node)] = (size, height + 1)
+        if height + 1 > MAX_DEPTH:
+            raise ManifestError([(_line(node), f"nests deeper than {MAX_DEPTH} levels")])
+        if size - len(sizes) > MAX_ALIAS_NODES:
+            raise ManifestError(
+                [(_line(node), f"aliases expand it by more than {MAX_ALIAS_NODES} nodes")]
+            )
+        return sizes[id(node)]
+
+    measure(root)
+
+
+def _line(node: Node) -> str:
+    return f"line {node.start_mark.line + 1}"
+
+
+def load_yaml_documents(text: str, *, what: str) -> list[object]:
+    """Every document of ``text``, within the bounds above; ManifestError otherwise."""
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise ManifestError([(what, f"is larger than {MAX_DOCUMENT_BYTES} bytes")])
+    loader = _BoundedLoader(text)
+    documents: list[object] = []
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            _check_expansion(node)
+            documents.append(loader.construct_document(node))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(manifest)"
+        where = f"line {mark.line + 1}" if mark is not None else what
         raise ManifestError(
-            [(where, f"not valid YAML: {getattr(error, 'problem', error)}")]
+            [(where, f"not valid YAML: {getattr(error, 'problem', None) or error}")]
         ) from None
+    finally:
+        loader.dispose()
+    return documents
+
+
+def decode_utf8(data: bytes, what: str) -> str:
+    """``data`` as text; ManifestError naming ``what`` and the first bad byte's offset."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise ManifestError([(what, f"is larger than {MAX_DOCUMENT_BYTES} bytes")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ManifestError([(what, f"is not UTF-8 (byte offset {error.start})")]) from None
+
+
+def load_manifest(text: str) -> SyncJob | SyncSchedule:
+    """Parse YAML (or JSON) text holding exactly one manifest."""
+    documents = [d for d in load_yaml_documents(text, what="(manifest)") if d is not None]
     if len(documents) != 1:
         raise ManifestError([("(manifest)", f"expected one document, found {len(documents)}")])
     return parse_manifest(documents[0])
@@ -113,7 +226,8 @@ def load_manifest(text: str) -> SyncJob | SyncSchedule:
 
 def load_manifest_file(path: str | Path) -> SyncJob | SyncSchedule:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as handle:
+            data = handle.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as error:
         raise ManifestError([(str(path), f"cannot be read: {error.strerror}")]) from None
-    return load_manifest(text)
+    return load_manifest(decode_utf8(data, str(path)))

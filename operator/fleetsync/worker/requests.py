@@ -3,6 +3,11 @@
 Credentials are attached only after the URL passed the ``allowedHosts`` check (in
 :class:`~fleetsync.worker.fetch.Fetcher`), and only as headers — never in a URL, where they
 would end up in logs and dead-letter reasons.
+
+Item values are untrusted: they are percent-encoded into the URL, refused in a header when
+they hold a line break, and checked as a Secret key before a templated key reads any file
+(see :mod:`fleetsync.worker.template` and :mod:`fleetsync.worker.secrets`). Errors name the
+field, never the credential.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fleetsync.api.v1alpha1.syncjob import Source
+from fleetsync.errors import ManifestError, PayloadError
 from fleetsync.worker.fetch import Fetcher, OAuth2Tokens
-from fleetsync.worker.secrets import SecretResolver, SecretValue
-from fleetsync.worker.template import expand
+from fleetsync.worker.secrets import SecretResolver, SecretValue, check_reference
+from fleetsync.worker.template import expand, expand_header, expand_url
 from fleetsync.worker.vendors import VendorRuntime
 
 __all__ = ["Request", "RequestBuilder"]
@@ -62,6 +68,11 @@ class RequestBuilder:
             self._secrets.get(name, key, field=field)
         elif key == "{vendor}" and self._source.vendors is not None:
             for vendor in self._source.vendors.items:
+                try:
+                    check_reference(name, vendor, field=field)
+                except PayloadError:
+                    reason = "is used as a Secret key ({vendor}) but is not a valid one"
+                    raise ManifestError([(f"spec.source.vendors.items.{vendor}", reason)]) from None
                 self._secrets.get(name, vendor, field=field)
 
     @property
@@ -71,21 +82,24 @@ class RequestBuilder:
     async def build(self, vendor: VendorRuntime, item: Mapping[str, object]) -> Request:
         http = self._source.http
         values = {**item, "vendor": vendor.template_value}
-        url = expand(http.url, values)
-        headers = {name: expand(value, values) for name, value in http.headers.items()}
+        url = expand_url(http.url, values)
+        headers = {name: expand_header(name, value, values) for name, value in http.headers.items()}
         headers.update(vendor.headers)
         token: SecretValue | None = None
         auth = http.auth
         if auth is not None and auth.secret_ref is not None:
+            field = "spec.source.http.auth.secretRef"
             key = expand(auth.secret_ref.key, values)
-            token = self._secrets.get(
-                auth.secret_ref.name, key, field="spec.source.http.auth.secretRef"
-            )
+            check_reference(auth.secret_ref.name, key, field=field)
+            token = self._secrets.get(auth.secret_ref.name, key, field=field)
         elif self._oauth is not None:
             token = await self._oauth.token()
         if token is not None and auth is not None:
+            value = token.reveal()
+            if "\r" in value or "\n" in value or "\0" in value:
+                raise PayloadError(f"{auth.header}: the credential holds a line break; not sent")
             prefix = f"{auth.scheme} " if auth.scheme else ""
-            headers[auth.header] = prefix + token.reveal()
+            headers[auth.header] = prefix + value
         return Request(method=http.method, url=url, headers=headers, token=token)
 
     async def unauthorized(self, request: Request) -> bool:
