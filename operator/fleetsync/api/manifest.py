@@ -186,9 +186,10 @@ def load_yaml_documents(text: str, *, what: str) -> list[object]:
     """Every document of ``text``, within the bounds above; ManifestError otherwise."""
     if len(text) > MAX_DOCUMENT_BYTES:
         raise ManifestError([(what, f"is larger than {MAX_DOCUMENT_BYTES} bytes")])
-    loader = _BoundedLoader(text)
     documents: list[object] = []
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text)  # its reader refuses control characters right here
         while loader.check_node():
             node = loader.get_node()
             if node is None:
@@ -202,7 +203,8 @@ def load_yaml_documents(text: str, *, what: str) -> list[object]:
             [(where, f"not valid YAML: {getattr(error, 'problem', None) or error}")]
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return documents
 
 
