@@ -230,3 +230,52 @@ async def test_an_oversized_inventory_page_fails_the_run(vendor: Vendor) -> None
     finally:
         await fetcher.aclose()
     assert caught.value.problems[0][0] == "spec.fleet.inventory.http.maxPageBytes"
+
+
+CANARIES = ["pa%ss", "p@ss:w/rd", "tok\x01en", "tök€n", "tok\r\nX-Injected: 1", "a b\tc"]
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_no_credential_reaches_an_error_or_a_log_line(
+    vendor: Vendor, tmp_path: Path, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    vendor.route("/{tail:.*}", ok)
+    await vendor.start()
+    fetcher = Fetcher(
+        allowed=AllowedHosts(["127.0.0.1"]),
+        timeout_seconds=5,
+        max_connections=4,
+        transport=transport,
+    )
+    (tmp_path / "keys").mkdir()
+    messages: list[str] = []
+    try:
+        for number, canary in enumerate(CANARIES):
+            (tmp_path / "keys" / f"k{number}").write_text(f"SECRET-{canary}-SECRET")
+            source = Source.model_validate(
+                {
+                    "http": {
+                        "url": vendor.url + "/p/{id}",
+                        "auth": {"secretRef": {"name": "keys", "key": f"k{number}"}},
+                    }
+                }
+            )
+            requests = RequestBuilder(
+                source, secrets=SecretResolver(str(tmp_path)), fetcher=fetcher
+            )
+            try:
+                request = await requests.build(
+                    VendorRuntime("v", source, limiter=None), {"id": "1"}
+                )
+                await fetcher.fetch(request.method, request.url, request.headers)
+            except (PayloadError, VendorError) as error:
+                messages.append(str(error))
+    finally:
+        await fetcher.aclose()
+    text = "\n".join(messages + [r.getMessage() for r in caplog.records])
+    assert "SECRET" not in text
+    sent = [h.get("Authorization", "") for _, h in vendor.seen]
+    assert all("\r" not in h and "\n" not in h for h in sent)

@@ -152,7 +152,7 @@ async def test_a_credential_with_a_line_break_is_not_sent(tmp_path: Path, fetche
         {"http": {"url": BASE + "/{id}", "auth": {"secretRef": {"name": "keys", "key": "k"}}}}
     )
     requests = builder(source, tmp_path, fetcher)
-    with pytest.raises(PayloadError, match="line break") as caught:
+    with pytest.raises(PayloadError, match="line break or control") as caught:
         await requests.build(VendorRuntime("default", source, limiter=None), {"id": "p"})
     assert "tok" not in str(caught.value)
 

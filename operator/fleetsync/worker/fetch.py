@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
@@ -180,8 +181,13 @@ async def send_bounded(
     except (TimeoutError, httpx.TimeoutException) as error:
         reason = f"no complete response within {seconds:g}s"
         raise VendorError(f"timeout: {reason} ({type(error).__name__})", status=None) from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as error:
+        # Only the type: header-encoding errors quote the header, which may be a credential.
+        raise PayloadError(f"request not sent: {type(error).__name__}") from None
     except httpx.TransportError as error:
         raise VendorError(f"connection failed: {type(error).__name__}", status=-1) from None
+    except aiohttp.ClientError as error:  # a malformed answer httpx-aiohttp does not map
+        raise VendorError(f"malformed response: {type(error).__name__}", status=-1) from None
     return response, body
 
 

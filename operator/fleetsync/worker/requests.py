@@ -12,6 +12,7 @@ field, never the credential.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ from fleetsync.worker.template import expand, expand_header, expand_url
 from fleetsync.worker.vendors import VendorRuntime
 
 __all__ = ["Request", "RequestBuilder"]
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +99,10 @@ class RequestBuilder:
             token = await self._oauth.token()
         if token is not None and auth is not None:
             value = token.reveal()
-            if "\r" in value or "\n" in value or "\0" in value:
-                raise PayloadError(f"{auth.header}: the credential holds a line break; not sent")
+            if _CONTROL.search(value):
+                # Said without the value: HTTP libraries quote an illegal header in full.
+                reason = "the credential holds a line break or control character; not sent"
+                raise PayloadError(f"{auth.header}: {reason}")
             prefix = f"{auth.scheme} " if auth.scheme else ""
             headers[auth.header] = prefix + value
         return Request(method=http.method, url=url, headers=headers, token=token)
