@@ -17,11 +17,12 @@ page bytes (after decompression) and items.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import math
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -34,7 +35,7 @@ from fleetsync.errors import ManifestError, PayloadError, VendorError
 from fleetsync.worker.fetch import AllowedHosts, BodyTooLarge, send_bounded
 from fleetsync.worker.template import expand_generated
 
-__all__ = ["Item", "iter_inventory", "parse_json", "shard_of"]
+__all__ = ["Item", "first_items", "iter_inventory", "parse_json", "shard_of"]
 
 Item = dict[str, JsonValue]
 _HTTP = "spec.fleet.inventory.http"
@@ -203,7 +204,7 @@ async def iter_inventory(
     base_dir: Path,
     http_client: httpx.AsyncClient | None = None,
     config_map_dir: Path | None = None,
-) -> AsyncIterator[Item]:
+) -> AsyncGenerator[Item, None]:
     """Every item of the fleet, in a stable order (the checkpoint relies on it)."""
     if inventory.inline is not None:
         for item in inventory.inline:
@@ -248,3 +249,29 @@ def _config_map_file(directory: Path, key: str) -> Path:
         reason = f"ConfigMap key {key} is not mounted at {directory}"
         raise ManifestError([("spec.fleet.inventory.configMapRef.key", reason)])
     return path
+
+
+async def first_items(
+    inventory: Inventory,
+    *,
+    key: str,
+    base_dir: Path,
+    count: int = 20,
+    http_client: httpx.AsyncClient | None = None,
+    config_map_dir: Path | None = None,
+) -> list[Item]:
+    """The inventory's first ``count`` items (an HTTP inventory: from its first page)."""
+    items: list[Item] = []
+    stream = iter_inventory(
+        inventory,
+        key=key,
+        base_dir=base_dir,
+        http_client=http_client,
+        config_map_dir=config_map_dir,
+    )
+    async with contextlib.aclosing(stream):
+        async for item in stream:
+            items.append(item)
+            if len(items) >= count:
+                break
+    return items

@@ -13,17 +13,17 @@ field, never the credential.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from fleetsync.api.v1alpha1.syncjob import Source
+from fleetsync.api.v1alpha1.syncjob import Source, SyncJobSpec
 from fleetsync.errors import ManifestError, PayloadError
 from fleetsync.worker.fetch import Fetcher, OAuth2Tokens
 from fleetsync.worker.secrets import SecretResolver, SecretValue, check_reference
-from fleetsync.worker.template import expand, expand_header, expand_url
+from fleetsync.worker.template import absent_fields, expand, expand_header, expand_url
 from fleetsync.worker.vendors import VendorRuntime
 
-__all__ = ["Request", "RequestBuilder"]
+__all__ = ["Request", "RequestBuilder", "template_problems"]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -114,3 +114,31 @@ class RequestBuilder:
         self._oauth.invalidate(request.token)
         await self._oauth.token(stale=request.token)
         return True
+
+
+def _templates(spec: SyncJobSpec) -> list[tuple[str, str, frozenset[str]]]:
+    """(field path, template, names every item has anyway) for each item template."""
+    http = spec.source.http
+    vendor = frozenset({"vendor"})
+    found = [("spec.source.http.url", http.url, vendor)]
+    found += [(f"spec.source.http.headers.{n}", t, vendor) for n, t in http.headers.items()]
+    if http.auth is not None and http.auth.secret_ref is not None:
+        found.append(("spec.source.http.auth.secretRef.key", http.auth.secret_ref.key, vendor))
+    dynamo = spec.resolved_sink.dynamodb
+    if dynamo is not None:
+        key = frozenset({"key"})
+        found += [(f"spec.sink.dynamodb.key.{n}", t, key) for n, t in dynamo.key.items()]
+    return found
+
+
+def template_problems(
+    spec: SyncJobSpec, items: Sequence[Mapping[str, object]]
+) -> list[tuple[str, str]]:
+    """Templates naming a field that none of ``items`` (the inventory's first few) has:
+    each would fail every item, so ``fleetsync validate`` and the worker refuse them (64)."""
+    problems: list[tuple[str, str]] = []
+    for path, template, provided in _templates(spec):
+        for field in absent_fields(template, items, provided=provided):
+            reason = f"names {{{field}}}, which none of the first {len(items)} items has"
+            problems.append((path, reason))
+    return problems

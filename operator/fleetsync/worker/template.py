@@ -24,12 +24,20 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
 from fleetsync.errors import PayloadError
 
-__all__ = ["RAW", "VendorName", "expand", "expand_generated", "expand_header", "expand_url"]
+__all__ = [
+    "RAW",
+    "VendorName",
+    "absent_fields",
+    "expand",
+    "expand_generated",
+    "expand_header",
+    "expand_url",
+]
 
 RAW = "raw"
 _TRUSTED_FIELDS = frozenset({"vendor.baseUrl"})
@@ -106,6 +114,25 @@ def expand_header(name: str, template: str, values: Mapping[str, object]) -> str
     if _HEADER_BREAKS.search(value):
         raise PayloadError(f"header {name}: the expanded value holds CR, LF or NUL; not sent")
     return value
+
+
+def absent_fields(
+    template: str, items: Sequence[Mapping[str, object]], *, provided: Collection[str] = ()
+) -> list[str]:
+    """The fields ``template`` names that none of ``items`` holds (nor ``provided`` names):
+    a typo that would fail every item, knowable from the inventory's first items."""
+    if not items:
+        return []
+    absent: list[str] = []
+    for _literal, field, _spec, _conversion in _FORMATTER.parse(template):
+        if field is None:
+            continue
+        root = re.split(r"[.\[]", field, maxsplit=1)[0]
+        if root in provided or root in absent:
+            continue
+        if not any(root in item for item in items):
+            absent.append(root)
+    return absent
 
 
 _GENERATED = re.compile(r"\{i(?:\s*(%|//|\+|\*)\s*(\d+))?\}")

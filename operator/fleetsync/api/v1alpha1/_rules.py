@@ -31,7 +31,9 @@ __all__ = [
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 _SECRET_KEY = re.compile(SECRET_KEY_PATTERN)
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_]*|\[[^\[\]]+\])*$")
+# An item field (any name a CSV header or JSON key may have, but not a positional `{0}`),
+# then `.attr` or `[key]` steps.
+_FIELD = re.compile(r"^[^\d{}\[\].:!][^{}\[\].:!]*(\.[A-Za-z_][A-Za-z0-9_]*|\[[^\[\]]+\])*$")
 _HEADER_BREAKS = re.compile(r"[\r\n\0]")
 
 
