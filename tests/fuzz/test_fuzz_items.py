@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from fuzzing import json_values
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import json_values
 
 from fleetsync.api.v1alpha1 import Inventory
 from fleetsync.api.v1alpha1._rules import finite_json, is_secret_key

@@ -10,9 +10,9 @@ import json
 from typing import Any
 
 import yaml
+from fuzzing import EXAMPLE_TEXTS, EXAMPLES, deep, json_values
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import EXAMPLE_TEXTS, EXAMPLES, deep, json_values
 
 from fleetsync.api.manifest import load_manifest, parse_manifest
 from fleetsync.api.v1alpha1 import SyncJob, SyncSchedule

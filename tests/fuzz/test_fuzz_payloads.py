@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 
+from fuzzing import EXAMPLES, json_values
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import EXAMPLES, json_values
 
 from fleetsync.api.v1alpha1._rules import finite_json
 from fleetsync.errors import PayloadError

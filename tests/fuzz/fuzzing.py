@@ -1,13 +1,44 @@
-"""Strategies shared by the fuzz suites: JSON values with the awkward corners (NaN, huge
-numbers, lone surrogates, deep nesting) and the shipped example manifests to mutate."""
+"""What the fuzz suites share: the hypothesis profiles and the strategies.
+
+Profiles: ``ci`` (the default: a fixed seed through ``derandomize``, bounded examples, so the
+directory runs in well under a minute and a failure reproduces on every machine) and
+``soak`` (many random examples, for ``make soak``); pick one with
+``FLEETSYNC_FUZZ_PROFILE=soak``. The deadline is the issue's bound: one example (a
+manifest, a payload) is handled in under a second.
+
+Strategies: JSON values with the awkward corners (NaN, huge numbers, lone surrogates, deep
+nesting) and the shipped example manifests to mutate. (Not a ``conftest.py``: the unit
+suite imports its own ``conftest`` by name.)
+"""
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=100,
+    deadline=timedelta(seconds=1),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+    database=None,
+)
+settings.register_profile(
+    "soak",
+    max_examples=5_000,
+    deadline=timedelta(seconds=1),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("FLEETSYNC_FUZZ_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[2]
 
