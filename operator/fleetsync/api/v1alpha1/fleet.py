@@ -58,8 +58,8 @@ class HttpInventory(Model):
     )
     allowed_hosts: list[str] | None = Field(
         None,
-        description="Hosts (`name` or `name:port`) pages may come from; default: the host "
-        "of `url`.",
+        description="Hosts pages may come from: `name` (any port) or `name:port`; default: "
+        "the host of `url`.",
     )
     max_pages: int = Field(
         10_000, ge=1, le=1_000_000, description="More pages than this fail the run."

@@ -112,7 +112,9 @@ class HttpSource(Model):
     )
     auth: Auth | None = None
     allowed_hosts: list[str] | None = Field(
-        None, description="Hosts requests may go to; default: the hosts of the vendors' URLs."
+        None,
+        description="Hosts requests may go to: `name` (any port) or `name:port`; default: the "
+        "hosts of the vendors' URLs. A request to any other host fails its item, unsent.",
     )
     timeout_seconds: float = Field(
         10.0,
