@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install deps demo test lint typecheck layers unit integration faults soak e2e e2e-chart e2e-kind bench controlplane clean
+.PHONY: install deps demo test lint typecheck layers unit fuzz integration faults soak e2e e2e-chart e2e-kind bench controlplane clean
 
 install:            ## create the virtualenv and install fleetsync with its dev tools
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,11 +30,15 @@ unit:
 integration:
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-# Fault schedules (hypothesis, fixed seed): a bounded set here, many more in `make soak`.
+# Hypothesis suites with a fixed seed: a bounded set here, many more in `make soak`.
+fuzz:
+	$(BIN)/pytest tests/fuzz $(PYTEST_ARGS)
+
 faults:
 	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
 
-soak:               ## long runs: 200 fault schedules (not part of make test)
+soak:               ## long runs: 5,000 fuzz examples, 200 fault schedules (not in make test)
+	FLEETSYNC_FUZZ_PROFILE=soak $(BIN)/pytest tests/fuzz --timeout 7200 $(PYTEST_ARGS)
 	FLEETSYNC_FAULT_EXAMPLES=200 $(BIN)/pytest tests/faults --timeout 7200 $(PYTEST_ARGS)
 
 e2e:
@@ -59,7 +63,7 @@ deps:
 
 # Each phase is timed so slow ones show up in CI's log.
 test: deps
-	@for phase in lint typecheck layers unit integration faults e2e e2e-chart; do \
+	@for phase in lint typecheck layers unit fuzz integration faults e2e e2e-chart; do \
 	  start=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$phase || exit $$?; \
 	  echo "== phase $$phase took $$(( $$(date +%s) - start ))s"; \
