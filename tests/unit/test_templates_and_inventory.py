@@ -30,10 +30,19 @@ def test_missing_template_field_fails_the_item_with_its_name() -> None:
 
 @pytest.mark.parametrize(
     ("template", "i", "expected"),
-    [("p-{i}", 7, "p-7"), ("vendor-{i%3}", 7, "vendor-1"), ("{i//10}", 57, "5"), ("{i+1}", 0, "1")],
-)
+    [
+        ("p-{i}", 7, "p-7"), ("vendor-{i%3}", 7, "vendor-1"), ("{i//10}", 57, "5"),
+        ("{i+1}", 0, "1"), ("{i%[sungrow, huawei,solaredge]}", 7, "huawei"),
+        ("{i%[sungrow,huawei,solaredge]}-{i%3}", 5, "solaredge-2"), ("{i%[only]}", 9, "only"),
+    ],
+)  # fmt: skip
 def test_generator_expressions(template: str, i: int, expected: str) -> None:
     assert expand_generated(template, i) == expected
+
+
+def test_a_choice_of_no_names_is_refused() -> None:
+    with pytest.raises(ValueError, match="nothing to choose"):
+        expand_generated("{i%[ , ]}", 1)
 
 
 def test_shards_are_stable_and_balanced() -> None:

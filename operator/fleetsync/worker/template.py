@@ -136,10 +136,19 @@ def absent_fields(
 
 
 _GENERATED = re.compile(r"\{i(?:\s*(%|//|\+|\*)\s*(\d+))?\}")
+_CHOICE = re.compile(r"\{i\s*%\s*\[([^\[\]{}]*)\]\}")
 
 
 def expand_generated(template: str, i: int) -> str:
-    """Expand the generator's ``{i}``, ``{i%N}``, ``{i//N}``, ``{i+N}``, ``{i*N}``."""
+    """Expand the generator's ``{i}``, ``{i%N}``, ``{i//N}``, ``{i+N}``, ``{i*N}`` and
+    ``{i%[a,b,c]}`` (the names in turn: item i gets name ``i mod 3``, so demos and load tests
+    show real vendor names rather than ``0``/``1``/``2``)."""
+
+    def choice(match: re.Match[str]) -> str:
+        names = [n.strip() for n in match.group(1).split(",") if n.strip()]
+        if not names:
+            raise ValueError(f"{match.group(0)} names nothing to choose from")
+        return names[i % len(names)]
 
     def value(match: re.Match[str]) -> str:
         op, operand = match.group(1), match.group(2)
@@ -152,4 +161,4 @@ def expand_generated(template: str, i: int) -> str:
             {"%": lambda: i % n, "//": lambda: i // n, "+": lambda: i + n, "*": lambda: i * n}[op]()
         )
 
-    return _GENERATED.sub(value, template)
+    return _GENERATED.sub(value, _CHOICE.sub(choice, template))

@@ -101,7 +101,8 @@ class GenerateInventory(Model):
     id_template: str = Field("item-{i}", description="The key of item i, e.g. `p-{i}`.")
     template: dict[str, str] = Field(
         default_factory=dict,
-        description="Other fields; `{i}`, `{i%N}`, `{i//N}` expand per item.",
+        description="Other fields; `{i}`, `{i%N}`, `{i//N}`, `{i+N}`, `{i*N}` expand per "
+        "item, and `{i%[sungrow,huawei,solaredge]}` picks the names in turn.",
     )
 
 
