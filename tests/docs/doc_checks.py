@@ -84,8 +84,9 @@ def pg_count(dsn: str, table: str) -> int:
 def check_demo(run: BlockRun, dsn: str) -> None:
     result = run.results[0]
     found = find(r"syncs ([\d,]+) plants into (\S+)", result.command.comment)
-    assert sqlite_count(run.scratch / found[2], "plants") == number(found[1])
-    assert f"now holds {number(found[1])} plants" in result.stdout
+    rows = sqlite_count(run.scratch / found[2], "plants")
+    assert rows == number(found[1]), f"the README says {found[1]} plants, {found[2]} has {rows}"
+    assert f"now holds {rows} plants" in result.stdout, result.stdout
 
 
 def check_first_run(run: BlockRun, dsn: str) -> None:

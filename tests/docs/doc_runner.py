@@ -30,9 +30,13 @@ _CMD = "@@docs-cmd"
 _RC = "@@docs-rc"
 
 PRELUDE = r"""
-__wait_port() {  # 300 tries, 0.1 s apart: a background server must listen within 30 s
+__wait_port() {  # PORT PID; 300 tries, 0.1 s apart: the server must listen within 30 s
   for _ in $(seq 300); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    if ! kill -0 "$2" 2>/dev/null; then
+      echo "docs-test: the server for port $1 exited" >&2
+      return 1
+    fi
     sleep 0.1
   done
   echo "docs-test: nothing listens on port $1 after 30 s" >&2
@@ -60,10 +64,14 @@ class BlockRun:
 
     def describe(self, index: int) -> str:
         result = self.results[index]
-        log = self.logs.get(index)
-        tail = log.read_text(errors="replace")[-1500:] if log and log.exists() else ""
+        tail = "".join(
+            f"background command {i}'s output: {log.read_text(errors='replace')[-1500:]}\n"
+            for i, log in self.logs.items()
+            if log.exists()
+        )
         return (
-            f"{self.block.id} command {index}: {result.command.text}\n"
+            f"{self.block.path.relative_to(ROOT)}:{self.block.line} command {index}:"
+            f" {result.command.text}\n"
             f"exit {result.exit_code} (expected {result.command.expected_exit})\n"
             f"stdout: {result.stdout[-1500:]}\nstderr: {result.stderr[-1500:]}\n{tail}"
         )
@@ -110,8 +118,9 @@ def script(block: Block, placeholders: Mapping[str, str], ports: Mapping[str, in
             logs[i] = scratch / f".docs-test-background-{block.line}-{i}.log"
             lines.append(f"{text[:-1].rstrip()} >{shlex.quote(str(logs[i]))} 2>&1 &")
             waits = [p for p in ports.values() if re.search(rf"\b{p}\b", text)]
-            lines.append(f"echo '{_RC} {i}' $?")
-            lines.extend(f"__wait_port {port}" for port in waits)
+            lines.append("__pid=$!; __rc=0")
+            lines.extend(f"__wait_port {port} $__pid || __rc=$?" for port in waits)
+            lines.append(f"echo '{_RC} {i}' $__rc")
         else:
             lines.extend((text, f"echo '{_RC} {i}' $?"))
     return "\n".join(lines) + "\n", logs
