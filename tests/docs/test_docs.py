@@ -1,8 +1,10 @@
 """Every shell block of README.md, docs/README.md and examples/README.md runs as written.
 
-Each block is either run here — in a scratch directory holding the examples, the Makefile
-and ``.venv``, with the virtualenv's ``bin`` first on PATH, against the servers the block
-itself starts (the simulator, moto) and the test PostgreSQL — and what it says it does is
+Each block is either run here — in document order, in one scratch directory per document
+holding the examples, the Makefile and ``.venv`` (a reader following it at a terminal),
+with the virtualenv's ``bin`` first on PATH, against the servers the block itself starts
+(the simulator, moto; a block that does not stop them leaves the next one a taken port)
+and the test PostgreSQL — and what it says it does is
 checked (``doc_checks.py``), or it is marked ``cluster`` (covered by the e2e suite) or
 ``ci`` (CI's own ``make`` targets). An unmarked block fails. A renamed flag fails (the
 command's exit code), and so does a wrong figure.
@@ -19,6 +21,7 @@ import itertools
 import re
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -61,6 +64,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Reader:
+    """One reader working through one document in order: one directory, one simulator port,
+    one moto port and one database for all its blocks, as at a terminal."""
+
+    scratch: Path
+    ports: dict[str, int]
+    dsn: str
+
+    @property
+    def placeholders(self) -> dict[str, str]:
+        return {k: v.format(dsn=self.dsn, **self.ports) for k, v in PLACEHOLDERS.items()}
+
+
+_readers: dict[Path, Reader] = {}
+
+
+def reader_of(document: Path, factory: pytest.TempPathFactory, dsn: str) -> Reader:
+    if document not in _readers:
+        ports = {"sim": free_port(), "moto": free_port()}
+        reader = Reader(factory.mktemp(document.parent.name), ports, fresh_database(dsn))
+        make_scratch(reader.scratch, reader.placeholders, FLEET_SCALE)
+        _readers[document] = reader
+    return _readers[document]
+
+
 def fresh_database(dsn: str) -> str:
     name = f"docs_{next(_databases)}"
     with psycopg.connect(dsn, autocommit=True) as connection:
@@ -81,11 +110,12 @@ def test_every_shell_block_is_run_or_marked() -> None:
 @pytest.mark.parametrize(
     "block", executed_blocks(), ids=lambda b: f"{b.path.relative_to(ROOT)}:{b.marker}"
 )
-def test_block_runs_as_documented(block: Block, tmp_path: Path, postgres_dsn: str) -> None:
-    ports = {"sim": free_port(), "moto": free_port()}
-    dsn = fresh_database(postgres_dsn)
-    placeholders = {k: v.format(dsn=dsn, **ports) for k, v in PLACEHOLDERS.items()}
-    make_scratch(tmp_path, placeholders, FLEET_SCALE)
+def test_block_runs_as_documented(
+    block: Block, tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str
+) -> None:
+    """Blocks run in document order, each in its document's reader's directory (a block run
+    alone with -k still works: each starts its own servers)."""
+    reader = reader_of(block.path, tmp_path_factory, postgres_dsn)
     started = [i for i, c in enumerate(block.commands) if c.background]
     for number, _ in enumerate(started, start=1):
         assert re.search(rf"^kill .*%{number}\b", block.body, re.M), (
@@ -93,10 +123,10 @@ def test_block_runs_as_documented(block: Block, tmp_path: Path, postgres_dsn: st
             "would find its port taken"
         )
     env = scratch_env(Path(sys.prefix) / "bin")
-    run = run_block(block, tmp_path, placeholders, ports, env, BLOCK_TIMEOUT)
+    run = run_block(block, reader.scratch, reader.placeholders, reader.ports, env, BLOCK_TIMEOUT)
     for index, result in enumerate(run.results):
         assert result.exit_code == result.command.expected_exit, run.describe(index)
-    CHECKS[str(block.marker)](run, dsn)
+    CHECKS[str(block.marker)](run, reader.dsn)
 
 
 def test_cluster_and_ci_blocks_are_what_their_marker_says() -> None:
