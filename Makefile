@@ -11,7 +11,12 @@ install:            ## create the virtualenv and install fleetsync with its dev 
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 
-demo:               ## the quickstart: simulator + `fleetsync run` into SQLite
+# The virtualenv, made once: `make demo` on a fresh clone installs first (`make install`
+# always reinstalls).
+$(BIN)/fleetsync:
+	$(MAKE) --no-print-directory install
+
+demo: $(BIN)/fleetsync  ## the quickstart: simulator + `fleetsync run` into SQLite (installs if needed)
 	$(BIN)/fleetsync demo
 
 lint:
