@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install deps demo test lint typecheck layers unit fuzz integration faults soak e2e e2e-chart e2e-kind bench controlplane clean
+.PHONY: install deps demo test lint typecheck layers unit fuzz integration docs faults soak e2e e2e-chart e2e-kind bench controlplane clean
 
 install:            ## create the virtualenv and install fleetsync with its dev tools
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ unit:
 
 integration:
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+# Every shell block of README.md, docs/README.md and examples/README.md, run as written.
+docs:
+	$(BIN)/pytest tests/docs $(PYTEST_ARGS)
 
 # Hypothesis suites with a fixed seed: a bounded set here, many more in `make soak`.
 fuzz:
@@ -68,7 +72,7 @@ deps:
 
 # Each phase is timed so slow ones show up in CI's log.
 test: deps
-	@for phase in lint typecheck layers unit fuzz integration faults e2e e2e-chart; do \
+	@for phase in lint typecheck layers unit fuzz integration docs faults e2e e2e-chart; do \
 	  start=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$phase || exit $$?; \
 	  echo "== phase $$phase took $$(( $$(date +%s) - start ))s"; \
