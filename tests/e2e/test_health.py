@@ -64,7 +64,9 @@ def simulator() -> Iterator[SimulatorProcess]:
         vendors={
             "fast": VendorConfig(latency={"p50Ms": 2, "p99Ms": 10}),
             "slow": VendorConfig(latency={"p50Ms": 40, "p99Ms": 80}),
-            "allbad": VendorConfig(latency={"p50Ms": 1, "p99Ms": 5}, malformedRate=1.0),
+            "allbad": VendorConfig.model_validate(
+                {"latency": {"p50Ms": 1, "p99Ms": 5}, "malformedRate": 1.0}
+            ),
         }
     )
     config.host = TARGET.host
