@@ -64,7 +64,7 @@ local function not_observed(o)
   end
   local generation = o.metadata.generation
   local observed = o.status.observedGeneration
-  if generation ~= nil and observed ~= nil and observed < generation then
+  if generation ~= nil and observed ~= nil and observed ~= generation then
     return "Waiting for the fleetsync controller to observe generation " .. tostring(generation)
       .. " (observed " .. tostring(observed) .. ")"
   end
@@ -87,7 +87,7 @@ local function syncjob(o)
   if phase == "Suspended" or (o.spec ~= nil and o.spec.suspend == true) then
     return verdict("Suspended", message_of(s, "Suspended", "SyncJob is suspended"))
   end
-  local message = message_of(s, "Reconciling", message_of(s, "Ready", "SyncJob is " .. tostring(phase)))
+  local message = message_of(s, "Reconciling", message_of(s, "Ready", "SyncJob is " .. tostring(phase or "starting")))
   if is_true(s, "Degraded") then
     message = message .. "; " .. message_of(s, "Degraded", "degraded")
   end
