@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+from fleetsync.api.constants import Phase, Reason
+from fleetsync.controller.conditions import Health, conditions_for, merge_conditions
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "charts/fleetsync/files/argocd-health.lua"
 Verdict = tuple[str, str]  # (kstatus, argo)
@@ -241,3 +244,39 @@ def test_what_argo_cd_rejects_reads_unknown(tmp_path: Path, body: str, message: 
     script.write_text(body + "\n")
     [got] = verdicts(syncjob("Succeeded", finished("Succeeded", "ok")), script=script)
     assert got["argo"] == "Unknown" and message in got["argoMessage"], got
+
+
+# The controller's own conditions (conditions.py, API.md's table) through the same tools.
+# Phase.SUSPENDED joins this list once the controller writes Suspended as a stable state
+# (Ready not False): today's Ready=False reads InProgress, see the test above.
+CONTROLLER_ROWS: list[tuple[Phase, str, str, Verdict]] = [
+    (Phase.PENDING, Reason.PENDING, "waiting for shard pods", ("InProgress", "Progressing")),
+    (Phase.RUNNING, Reason.RUNNING, "4 shard pods running", ("InProgress", "Progressing")),
+    (Phase.SUCCEEDED, Reason.SUCCEEDED, "20 items in sync", ("Current", "Healthy")),
+    (Phase.PARTIALLY_SUCCEEDED, Reason.PARTIALLY_SUCCEEDED,
+     "2 of 20 items failed and were dead-lettered", ("Current", "Healthy")),
+    (Phase.FAILED, Reason.DEADLINE_EXCEEDED, "not finished within deadlineSeconds=60",
+     ("Failed", "Degraded")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("phase", "reason", "message", "expected"), CONTROLLER_ROWS, ids=[r[0] for r in CONTROLLER_ROWS]
+)
+def test_the_conditions_the_controller_writes_get_the_expected_verdicts(
+    phase: Phase, reason: str, message: str, expected: Verdict
+) -> None:
+    failed = 2 if phase is Phase.PARTIALLY_SUCCEEDED else 0
+    written = merge_conditions(
+        [], conditions_for(phase, reason, message, Health(failed_items=failed)),
+        generation=4, now="2026-11-29T08:00:00Z",
+    )  # fmt: skip
+    status = {
+        "phase": phase.value,
+        "observedGeneration": 4,
+        "conditions": [c.model_dump(mode="json", by_alias=True) for c in written],
+    }
+    obj = syncjob(phase.value, [], generation=4) | {"status": status}
+    [got] = verdicts(obj)
+    assert (got["kstatus"], got["argo"]) == expected, got
+    assert message in got["argoMessage"], got
