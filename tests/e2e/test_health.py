@@ -208,6 +208,7 @@ def test_a_run_is_in_progress_until_it_succeeds_then_current_and_healthy(
         return phase in FINISHED
 
     wait_for(finished, timeout=240, interval=0.5, what="h-run finished")
+    print(f"snapshots per phase: {seen}")
     assert seen.get("Running"), f"never saw the run Running: {seen}"
     assert not wrong, wrong
     obj, verdict = await_verdict(operator, "syncjob", "h-run", ("Current", "Healthy"))
