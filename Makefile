@@ -81,6 +81,7 @@ test: deps
 controlplane:       ## build (or reuse) kube-apiserver, kube-controller-manager, etcd, kubectl, helm
 	bash tests/e2e/controlplane/build.sh
 	bash tests/tools/helm.sh
+	bash tests/tools/health/build.sh
 
 bench:              ## benchmarks; writes bench/results.md (not part of CI's pass/fail)
 	$(PY) -m bench.run

@@ -21,6 +21,8 @@ import pytest
 from fleetsync.api.constants import Phase, Reason
 from fleetsync.controller.conditions import Health, conditions_for, merge_conditions
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "charts/fleetsync/files/argocd-health.lua"
 Verdict = tuple[str, str]  # (kstatus, argo)
