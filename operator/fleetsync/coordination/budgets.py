@@ -73,6 +73,7 @@ class _Split:
 
 @dataclass(slots=True)
 class _Reservation:
+    holder: str
     seat: int
     rate: float
     start: float
@@ -235,7 +236,7 @@ class BudgetBook:
         start = float(math.ceil(start))
         free = sorted(_RESERVABLE - state.taken_seats())
         for holder, seat in zip(newcomers, free, strict=False):
-            state.reserved[holder] = _Reservation(seat, rate, start=start, until=start)
+            state.reserved[holder] = _Reservation(holder, seat, rate, start=start, until=start)
         pool = self._pool(state, now, extra=set())
         cycle, residues = split_pool(rate, wanted, pool)
         split = _Split(rate, cycle, residues, pool, start, start)
@@ -256,15 +257,24 @@ class BudgetBook:
             # it can be replaced until then for free.
             if split is state.following and now < split.start - self.timing.handout_lead:
                 continue  # too early: keep it replaceable (see _advance)
-            if split is state.current and state.following is None:
+            following = state.following
+            if split is state.current and following is None:
                 # Renewal extends the split in force, unless a successor is waiting for it to end.
                 split.until = max(split.until, now + self.lease)
+            elif split is state.current and following is not None and following.rate != split.rate:
+                # A new grid waits for the old one's reservations: until it starts, the old
+                # grid's leases go on (never past the new grid's start).
+                split.until = min(max(split.until, now + self.lease), following.start)
             elif split.until <= split.start:
                 split.until = split.start + self.lease
             split.handed = True
             out.append(
                 _wire(split.rate, split.cycle, split.residues[holder], split.start, split.until)
             )
+        for ended in state.ended:  # still this holder's until it lapses: repeated, not extended
+            if ended.holder == holder:
+                cycle, residues = seat_residues(ended.rate, ended.seat)
+                out.append(_wire(ended.rate, cycle, residues, ended.start, ended.until))
         reservation = state.reserved.get(holder)
         if reservation is not None and now >= reservation.start - self.timing.handout_lead:
             reservation.until = max(
