@@ -104,9 +104,28 @@ def test_budgets_are_renewed_while_running_and_released_when_final() -> None:
     running = report("p", 2, "running", {"synced": 1}, wants={"k": 10.0})
     reply = fold_report(progress, book, running, 100.0, stop=True)
     assert reply["grants"]["k"] and reply["rates"] == {"k": 10.0} and reply["stop"]
-    assert book.holders("k") == ["r/0"]
+    assert book.holders("k") == ["r/0/p"]
     fold_report(progress, book, report("p", 3, "done", {"synced": 100}), 101.0, stop=False)
     assert book.holders("k") == []
+
+
+def test_a_replacement_pod_is_a_new_budget_holder_and_its_predecessor_is_released() -> None:
+    # Its predecessor may be alive (a zombie told to stop at its next report): the two must
+    # never be handed the same slots.
+    progress, book = RunProgress("r", 1), BudgetBook()
+    fold_report(progress, book, report("old", 1, "starting", None), 100.0, stop=False)
+    wants = {"k": 10.0}
+    old = fold_report(progress, book, report("old", 2, "running", {}, wants=wants), 100.0,
+                      stop=False)  # fmt: skip
+    fold_report(progress, book, report("new", 1, "starting", None), 101.0, stop=False)
+    assert book.holders("k") == []
+    new = fold_report(progress, book, report("new", 1, "running", {}, wants=wants), 101.0,
+                      stop=False)  # fmt: skip
+    assert book.holders("k") == ["r/0/new"]
+    for grant in new["grants"]["k"]:
+        for before in old["grants"]["k"]:
+            overlap = grant["start"] < before["until"] and before["start"] < grant["until"]
+            assert not overlap or not set(grant["residues"]) & set(before["residues"])
 
 
 def test_progress_snapshot_keeps_sequences_replaced_pods_and_the_resumed_count() -> None:

@@ -88,7 +88,8 @@ class Plan:
     run: str
     join: float
     leave: float
-    how: str  # release | crash | partition (alive, sending, never heard again)
+    how: str  # release | crash | partition (alive, sending, never heard again) | zombie
+    # (replaced: released by the coordinator as its replacement says hello, still sending)
     interval: float
     loss: float
     delay: float
@@ -99,7 +100,7 @@ plans = st.builds(
     run=st.sampled_from(["a", "b"]),
     join=st.floats(0, 30),
     leave=st.floats(5, END),
-    how=st.sampled_from(["release", "crash", "partition"]),
+    how=st.sampled_from(["release", "crash", "partition", "zombie"]),
     interval=st.floats(0.5, 1.5),
     loss=st.sampled_from([0.0, 0.0, 0.3, 0.8, 1.0]),
     delay=st.sampled_from([0.0, 0.2, 1.5, 4.0]),
@@ -140,11 +141,16 @@ def simulate(
         if what == "reply":
             shard.client.on_reply(pending.pop(i), now)
             shard.record(now)
-        elif now >= T0 + plan.leave and plan.how != "partition":
+        elif now >= T0 + plan.leave and plan.how in ("release", "crash"):
             if plan.how == "release":
                 book.release(shard.name, now)
             shard.stopped_at = now
             continue
+        elif now >= T0 + plan.leave and plan.how == "zombie":
+            book.release(shard.name, now)  # as fold_report does when its replacement starts
+            shard.client.on_silence(now)
+            shard.record(now)
+            continue  # it reports no more, and goes on sending with what it holds
         elif now >= T0 + plan.leave or rng.random() < plan.loss:
             shard.client.on_silence(now)  # the report (or its reply) was lost
             shard.record(now)
@@ -158,13 +164,13 @@ def simulate(
 
 
 @settings(
-    max_examples=80,
+    max_examples=200,
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(
-    shard_plans=st.lists(plans, min_size=1, max_size=8),
+    shard_plans=st.lists(plans, min_size=2, max_size=8),
     b_rate=st.sampled_from([25.0, 20.0, 10.0, 7.5, 0.5]),
     restarts=st.lists(st.floats(1, END), max_size=2),
     seed=st.integers(0, 2**16),

@@ -263,8 +263,9 @@ class BudgetBook:
                 split.until = max(split.until, now + self.lease)
             elif split is state.current and following is not None and following.rate != split.rate:
                 # A new grid waits for the old one's reservations: until it starts, the old
-                # grid's leases go on (never past the new grid's start).
-                split.until = min(max(split.until, now + self.lease), following.start)
+                # grid's leases go on — never into a split already handed out to follow it.
+                cap = min([following.start, *(r.start for r in state.replaced)])
+                split.until = max(split.until, min(now + self.lease, cap))
             elif split.until <= split.start:
                 split.until = split.start + self.lease
             split.handed = True

@@ -14,9 +14,10 @@ from fleetsync.coordination.progress import Intake, RunProgress
 __all__ = ["fold_report", "holder_of"]
 
 
-def holder_of(report: ReportWire) -> str:
-    """The budget holder a report speaks for: one per shard of a run, whatever its pod."""
-    return f"{report['run']}/{report['shard']}"
+def holder_of(run: str, shard: int, pod: str) -> str:
+    """The budget holder a report speaks for: one per pod. A replacement is a new holder,
+    so it never shares the slots of a predecessor that may still be alive."""
+    return f"{run}/{shard}/{pod}"
 
 
 def fold_report(
@@ -33,10 +34,15 @@ def fold_report(
     suspended). A stale report (a ``seq`` already passed) is answered without grants: the
     shard keeps those of the newer reply it already has.
     """
+    run, shard = report["run"], report["shard"]
+    before = progress.views.get(shard)
     intake = progress.take(report, now)
     if intake is Intake.SUPERSEDED:
         return ReplyWire(grants={}, breakers={}, stop=True, resume=None)
-    holder = holder_of(report)
+    if before is not None and before.pod != report["pod"]:
+        # Replaced: its leases stand until they lapse, but they are renewed no more.
+        budgets.release(holder_of(run, shard, before.pod), now)
+    holder = holder_of(run, shard, report["pod"])
     grants = {}
     if intake is Intake.TAKEN:
         if report["state"] in FINAL_STATES:
