@@ -13,7 +13,7 @@ from fleetsync.api.constants import Phase, Reason
 from fleetsync.api.progress import CheckpointWire, ReportWire, ShardState
 from fleetsync.api.v1alpha1.status import ItemCounts
 from fleetsync.coordination.budgets import BudgetBook
-from fleetsync.coordination.fold import fold_report
+from fleetsync.coordination.fold import fold_report, release_run
 from fleetsync.coordination.phase import final_phase, too_many_failures
 from fleetsync.coordination.progress import RunProgress
 
@@ -122,6 +122,9 @@ def test_a_replacement_pod_is_a_new_budget_holder_and_its_predecessor_is_release
     new = fold_report(progress, book, report("new", 1, "running", {}, wants=wants), 101.0,
                       stop=False)  # fmt: skip
     assert book.holders("k") == ["r/0/new"]
+    book.renew("other/0/x", wants, 101.0)
+    release_run(book, "r", 102.0)  # the run was deleted
+    assert book.holders("k") == ["other/0/x"]
     for grant in new["grants"]["k"]:
         for before in old["grants"]["k"]:
             overlap = grant["start"] < before["until"] and before["start"] < grant["until"]

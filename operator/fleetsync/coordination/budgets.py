@@ -146,6 +146,13 @@ class BudgetBook:
             self._forget(state, holder)
             self._advance(state, now)
 
+    def release_all(self, prefix: str, now: float) -> None:
+        """Release every holder whose name starts with ``prefix`` (a deleted run's pods)."""
+        names = {h for state in self._keys.values() for h in state.last_seen}
+        for name in names:
+            if name.startswith(prefix):
+                self.release(name, now)
+
     def holders(self, key: str) -> list[str]:
         state = self._keys.get(key)
         return sorted(state.last_seen) if state else []

@@ -11,13 +11,18 @@ from fleetsync.api.progress import FINAL_STATES, ReplyWire, ReportWire
 from fleetsync.coordination.budgets import BudgetBook
 from fleetsync.coordination.progress import Intake, RunProgress
 
-__all__ = ["fold_report", "holder_of"]
+__all__ = ["fold_report", "holder_of", "release_run"]
 
 
 def holder_of(run: str, shard: int, pod: str) -> str:
     """The budget holder a report speaks for: one per pod. A replacement is a new holder,
     so it never shares the slots of a predecessor that may still be alive."""
     return f"{run}/{shard}/{pod}"
+
+
+def release_run(budgets: BudgetBook, run: str, now: float) -> None:
+    """A run is gone (deleted, finished): every pod of it gives its budgets back."""
+    budgets.release_all(f"{run}/", now)
 
 
 def fold_report(
