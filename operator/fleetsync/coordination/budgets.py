@@ -22,9 +22,10 @@ second. The argument, in the terms of :mod:`fleetsync.coordination.slots`:
    a reservation has not lapsed leaves its seat out of the pool; a reservation whose holder
    is gone (timed out, released, or the grid changed) is no longer extended and its seat
    returns to the pool only after it has lapsed.
-4. **A restarted coordinator** cannot know what its predecessor handed out: it starts no
-   split before ``lease_seconds`` have passed and leases no reservable seat (nor reserves
-   one) before ``reservation_seconds`` have — by then every earlier grant has lapsed.
+4. **A restarted coordinator** cannot know what its predecessor handed out — nor at which
+   rate: a grid change may have been under way. It hands out nothing before
+   ``reservation_seconds`` have passed, when every earlier grant has lapsed. Meanwhile each
+   shard goes on with the reservation its predecessor renewed last.
 
 So at any instant each slot has at most one valid grant, each holder's limiter uses a slot
 at most once and only inside its second (:mod:`fleetsync.worker.ratelimit`): at most ``N``
@@ -32,7 +33,8 @@ requests per second. ``tests/unit/test_coordination_budgets.py`` drives this boo
 random reporters (late, missing, restarted coordinator, shards joining and leaving, two
 runs on one key) and counts every second.
 
-The cost: a restarted coordinator leases half the rate for ``reservation_seconds``; a
+The cost: for ``reservation_seconds`` after a coordinator restart only reservations are
+used (at most half the rate, and none for holders beyond ``RESERVABLE_SEATS``); a
 departed holder's seat is idle until its reservation lapses; a change of rate waits for the
 old grid's reservations (at most ``reservation_seconds``), with leases of the old grid going
 on meanwhile. Keys are shared within one coordinator: the controller's book per namespace,
@@ -120,8 +122,8 @@ class BudgetBook:
 
     def hold_off(self, now: float) -> None:
         """Call once at start-up: no grant may overlap one an earlier coordinator gave."""
-        self._not_before = now + self.lease
-        self._reserve_not_before = now + self.timing.reservation_seconds
+        self._not_before = now + self.timing.reservation_seconds
+        self._reserve_not_before = self._not_before
 
     def renew(
         self, holder: str, wants: Mapping[str, float], now: float
