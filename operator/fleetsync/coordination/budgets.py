@@ -121,7 +121,9 @@ class BudgetBook:
         self._reserve_not_before = 0.0
 
     def hold_off(self, now: float) -> None:
-        """Call once at start-up: no grant may overlap one an earlier coordinator gave."""
+        """Call once at start-up when an earlier coordinator may have handed out grants
+        (runs were in progress): nothing is granted for ``reservation_seconds``. A first
+        start with nothing in progress need not wait."""
         self._not_before = now + self.timing.reservation_seconds
         self._reserve_not_before = self._not_before
 
