@@ -47,7 +47,14 @@ def cli(verbose: int) -> None:
 @click.option(
     "--secrets-dir", type=click.Path(file_okay=False), help="Secrets as <name>/<key> files."
 )
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=".fleetsync")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".fleetsync",
+    show_default=True,
+    help="Where runs keep progress, logs and pid files; an interrupted run resumes from it.",
+)
+@click.option("--restart", is_flag=True, help="Start over instead of resuming an interrupted run.")
 @click.option(
     "--transport", type=click.Choice(["aiohttp", "httpx"]), default="aiohttp", hidden=True
 )
@@ -58,9 +65,14 @@ def run(
     output: str,
     secrets_dir: str | None,
     state_dir: Path,
+    restart: bool,
     transport: str,
 ) -> None:
-    """Run a SyncJob manifest (or one run of a SyncSchedule) on this machine."""
+    """Run a SyncJob manifest (or one run of a SyncSchedule) on this machine.
+
+    Interrupted (Ctrl-C, a kill), it resumes from its last checkpoint when run again with the
+    same manifest and state dir; --restart starts over.
+    """
     from fleetsync.local.console import run_with_console
     from fleetsync.local.runner import RunOptions
 
@@ -71,6 +83,7 @@ def run(
         secrets_dir=secrets_dir,
         state_dir=state_dir,
         transport=transport,
+        restart=restart,
     )
     try:
         code = run_with_console(options, output=output)

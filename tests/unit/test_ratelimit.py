@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import random
 import time
@@ -109,12 +108,13 @@ def test_budget_book_never_double_books_while_holders_come_and_go() -> None:
 
 
 def test_nothing_is_granted_before_a_restarted_coordinators_hold_off() -> None:
-    book = BudgetBook(LeaseTiming(lease_seconds=3.0))
+    # Its predecessor's reservations (and the rate they were at) are unknown until they lapse.
+    book = BudgetBook(LeaseTiming(lease_seconds=3.0, reservation_seconds=30.0))
     book.hold_off(100.0)
     early = book.renew("a", {"v": 10.0}, 100.5)["v"]
-    assert all(g["start"] >= 103.0 for g in early)
-    grants = book.renew("a", {"v": 10.0}, 101.6)["v"]  # handed out shortly before its start
-    assert grants and all(g["start"] >= 103.0 for g in grants)
+    assert all(g["start"] >= 130.0 for g in early)
+    grants = book.renew("a", {"v": 10.0}, 128.6)["v"]  # handed out shortly before its start
+    assert grants and all(g["start"] >= 130.0 for g in grants)
 
 
 def test_holders_arriving_one_by_one_do_not_starve_the_budget() -> None:
@@ -122,7 +122,7 @@ def test_holders_arriving_one_by_one_do_not_starve_the_budget() -> None:
     # shards starting 0.3 s apart left the vendor's budget unused for ~20 s.
     book = BudgetBook(LeaseTiming(lease_seconds=3.0))
     latest: dict[str, list[Grant]] = {}
-    usable: Counter[int] = Counter()
+    usable: dict[int, float] = {}
     for step in range(200):
         now = 1000 + step * 0.1
         for i in range(8):
@@ -133,13 +133,15 @@ def test_holders_arriving_one_by_one_do_not_starve_the_budget() -> None:
                     for w in wires
                 ]
         if step % 10 == 5:
-            for grants in latest.values():
-                share = next((g.share for g in grants if g.start <= now < g.until), 0.0)
-                usable[int(now)] += round(share)
-    assert all(usable[second] == 25 for second in range(1000, 1020)), usable
+            # A holder may use its lease and its reservation at once.
+            usable[int(now)] = sum(
+                g.share for grants in latest.values() for g in grants if g.start <= now < g.until
+            )
+    assert all(usable[second] == pytest.approx(25) for second in range(1000, 1020)), usable
 
 
 async def test_limiter_waits_without_a_grant_and_sends_at_its_slots() -> None:
+    # Real clock: only what holds however late the loop wakes us (the machine may be loaded).
     limiter = SlotLimiter()
     waiter = asyncio.create_task(limiter.acquire())
     await asyncio.sleep(0.05)
@@ -154,8 +156,45 @@ async def test_limiter_waits_without_a_grant_and_sends_at_its_slots() -> None:
     assert limiter.used == 21
     per_second = Counter(math.floor(t) for t in sent)
     assert max(per_second.values()) <= 50
-    gaps = [b - a for a, b in itertools.pairwise(sent) if math.floor(a) == math.floor(b)]
-    assert min(gaps) >= (1 - 2 * GUARD_SECONDS) / 50 - 0.002
+
+
+class LateClock:
+    """A fake wall clock whose sleeps overshoot at random, like a loaded event loop.
+
+    The old version of this test measured gaps between *returns* on the real clock and failed
+    when one wake-up was late (0.015 s against 0.0172): a late return followed by a punctual
+    one is closer than two slots. The limiter promises slots, not punctual wake-ups: each
+    request at or after its own slot's time, inside that slot's second, each slot once."""
+
+    def __init__(self, now: float, seed: int) -> None:
+        self.now = now
+        self.rng = random.Random(seed)
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        late = self.rng.choice([0.0, 0.0, 0.003, 0.012, 0.4])
+        self.now += max(seconds, 0.0) + late
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_each_request_goes_at_or_after_its_own_slot_inside_its_second(seed: int) -> None:
+    clock = LateClock(1_795_529_900.0, seed)
+    limiter = SlotLimiter(clock=clock, sleep=clock.sleep)
+    grid = SlotClock(50)
+    limiter.set_grants([Grant(50, 50, tuple(range(50)), start=clock.now, until=clock.now + 30)])
+    slots = []
+    for _ in range(200):
+        await limiter.acquire()
+        slot = grid.first_slot_at(clock.now)  # the latest slot not after now:
+        if grid.time_of(slot) > clock.now:
+            slot -= 1
+        assert grid.time_of(slot) <= clock.now < grid.deadline_of(slot)
+        slots.append(slot)
+    assert len(set(slots)) == len(slots), "a slot used twice"
+    assert max(Counter(grid.second_of(j) for j in slots).values()) <= 50
 
 
 async def test_concurrent_tasks_share_the_slots_at_real_epoch_times() -> None:

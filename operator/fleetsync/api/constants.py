@@ -70,6 +70,8 @@ class Reason(StrEnum):
     HEALTHY = "Healthy"
     POD_START_FAILED = "PodStartFailed"
     AS_EXPECTED = "AsExpected"
+    ACCOUNTING_ERROR = "AccountingError"  # the item counts do not add up to the total
+    ALL_ITEMS_FAILED = "AllItemsFailed"  # items failed and not one was synced or kept
 
 
 class BreakerState(StrEnum):

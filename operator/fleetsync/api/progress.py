@@ -88,7 +88,13 @@ class GrantWire(TypedDict):
 
 
 class ReplyWire(TypedDict):
+    # Per rate-limit key: the grants this shard may use, each valid in [start, until). The
+    # longest-lived is the shard's *reservation* (see coordination.budgets): it goes on
+    # being valid while the coordinator is unreachable.
     grants: dict[str, list[GrantWire]]
     breakers: dict[str, str]
     stop: bool
     resume: CheckpointWire | None
+    # Per key granted: the rate in force, the lowest any holder of the key declares; below
+    # the shard's own ``wants`` when another run declares less.
+    rates: NotRequired[dict[str, float]]

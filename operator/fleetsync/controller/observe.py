@@ -24,6 +24,7 @@ from fleetsync.api.v1alpha1.status import (
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 from fleetsync.controller.conditions import Health, conditions_for, merge_conditions
 from fleetsync.controller.plan import RunPlan
+from fleetsync.coordination.phase import final_phase, too_many_failures
 from fleetsync.coordination.progress import RunProgress
 
 __all__ = [
@@ -153,25 +154,16 @@ def observe(
         return Observation(
             Phase.FAILED, Reason.FAILED, f"{reason}: {failed.get('message', '')}", terminal=True
         )
-    if items.failed > spec.dead_letter.max_item_failures:
-        return Observation(
-            Phase.FAILED,
-            Reason.TOO_MANY_FAILURES,
-            f"{items.failed} items failed, over deadLetter.maxItemFailures="
-            f"{spec.dead_letter.max_item_failures}",
-            terminal=True,
-        )
-    if job_condition(job, "Complete") is not None:
-        if items.failed:
-            return Observation(
-                Phase.PARTIALLY_SUCCEEDED,
-                Reason.PARTIALLY_SUCCEEDED,
-                f"{items.failed} of {items.total} items failed and were dead-lettered",
-                terminal=True,
-            )
-        return Observation(
-            Phase.SUCCEEDED, Reason.SUCCEEDED, f"{items.total} items in sync", terminal=True
-        )
+    max_failures = spec.dead_letter.max_item_failures
+    # The same rule as ``fleetsync run`` once every shard finished; before, only too many
+    # failures end a run early.
+    verdict = (
+        final_phase(items, max_failures)
+        if job_condition(job, "Complete") is not None
+        else too_many_failures(items, max_failures)
+    )
+    if verdict is not None:
+        return Observation(verdict.phase, verdict.reason, verdict.message, terminal=True)
     if spec.suspend:
         return Observation(Phase.SUSPENDED, Reason.SUSPENDED, "suspended; progress is kept")
     if stuck is not None:

@@ -1,10 +1,44 @@
 """Lease each rate-limit key's slots to the shards that want them, never double-booking.
 
-Every key has at most one *split* in force: a division of its slot residues among holders,
-valid from ``start`` to ``until``. Holders renew by reporting; each renewal extends the
-split. When holders come or go the next split starts only once every lease handed out under
-the current one has lapsed (at a whole second), so two holders never own one slot at the
-same time, even when a report is delayed or a holder is alive but unreachable.
+The promise: whatever mix of healthy, late, failing or restarted reporters, across every run
+sharing a key through one coordinator, the vendor never sees more than the key's rate in a
+second. The argument, in the terms of :mod:`fleetsync.coordination.slots`:
+
+1. **One grid at a time.** A key's rate in force is the lowest any current holder declares
+   (runs that disagree get the lowest; the reply's ``rates`` says so). A split or
+   reservation at a new rate starts only after every grant at the old rate has lapsed, so
+   no second mixes two grids; within one grid a second holds at most ``N = floor(R)`` slots.
+2. **Leases never overlap in time.** Every key has at most one *split* in force: a division
+   of its *pool* seats among holders, valid from ``start`` to ``until``. Holders renew by
+   reporting; each renewal extends the split. When holders, rate or pool change, the next
+   split starts only once every lease handed out under the current one has lapsed (at a
+   whole second), even when a report is delayed or a holder is alive but unreachable.
+3. **Reservations are disjoint from each other and from every lease.** Each holder is also
+   given, with its lease, one *reserved seat* (of ``RESERVABLE_SEATS``, while any is free):
+   a grant valid ``reservation_seconds`` past its last renewal. A holder that cannot reach
+   the coordinator keeps sending at its reserved seat only — its leases lapse on their own —
+   and nothing else: there is no static fallback share. A seat is reserved only by a split
+   that leases none of it, for a start no earlier than that split's; every split made while
+   a reservation has not lapsed leaves its seat out of the pool; a reservation whose holder
+   is gone (timed out, released, or the grid changed) is no longer extended and its seat
+   returns to the pool only after it has lapsed.
+4. **A restarted coordinator** cannot know what its predecessor handed out — nor at which
+   rate: a grid change may have been under way. It hands out nothing before
+   ``reservation_seconds`` have passed, when every earlier grant has lapsed. Meanwhile each
+   shard goes on with the reservation its predecessor renewed last.
+
+So at any instant each slot has at most one valid grant, each holder's limiter uses a slot
+at most once and only inside its second (:mod:`fleetsync.worker.ratelimit`): at most ``N``
+requests per second. ``tests/unit/test_coordination_budgets.py`` drives this book with
+random reporters (late, missing, restarted coordinator, shards joining and leaving, two
+runs on one key) and counts every second.
+
+The cost: for ``reservation_seconds`` after a coordinator restart only reservations are
+used (at most half the rate, and none for holders beyond ``RESERVABLE_SEATS``); a
+departed holder's seat is idle until its reservation lapses; a change of rate waits for the
+old grid's reservations (at most ``reservation_seconds``), with leases of the old grid going
+on meanwhile. Keys are shared within one coordinator: the controller's book per namespace,
+or one ``fleetsync run``.
 """
 
 from __future__ import annotations
@@ -14,10 +48,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fleetsync.api.progress import GrantWire
-from fleetsync.coordination.slots import split_residues
+from fleetsync.coordination.slots import (
+    RESERVABLE_SEATS,
+    SEATS,
+    seat_residues,
+    split_pool,
+)
 from fleetsync.coordination.timing import LeaseTiming
 
 __all__ = ["BudgetBook"]
+
+_ALL_SEATS = frozenset(range(SEATS))
+_RESERVABLE = frozenset(range(RESERVABLE_SEATS))
 
 
 @dataclass(slots=True)
@@ -25,9 +67,20 @@ class _Split:
     rate: float
     cycle: int
     residues: dict[str, tuple[int, ...]]
+    pool: frozenset[int]
     start: float
     until: float  # the latest lease end handed out under this split
     handed: bool = False  # has any holder been given a grant under it?
+
+
+@dataclass(slots=True)
+class _Reservation:
+    holder: str
+    seat: int
+    rate: float
+    start: float
+    until: float
+    ended: bool = False  # never extended again: its holder is gone or the grid changed
 
 
 @dataclass(slots=True)
@@ -35,10 +88,25 @@ class _Key:
     current: _Split | None = None
     following: _Split | None = None
     last_seen: dict[str, float] = field(default_factory=dict)
-    wanted_rate: float = 0.0
+    declared: dict[str, float] = field(default_factory=dict)  # holder -> rate it asks for
     # Splits replaced after some holders were given them: those leases still stand (their
     # holders keep using them), and nothing new starts before they end.
     replaced: list[_Split] = field(default_factory=list)
+    reserved: dict[str, _Reservation] = field(default_factory=dict)  # by holder
+    ended: list[_Reservation] = field(default_factory=list)  # lapsing: seats still taken
+
+    def rate(self) -> float | None:
+        rates = [self.declared[h] for h in self.last_seen if h in self.declared]
+        if rates:
+            return min(rates)
+        latest = self.following or self.current
+        return latest.rate if latest else None
+
+    def taken_seats(self) -> set[int]:
+        return {r.seat for r in self.reserved.values()} | {r.seat for r in self.ended}
+
+    def splits(self) -> list[_Split]:
+        return [s for s in (self.current, self.following) if s is not None] + self.replaced
 
 
 class BudgetBook:
@@ -47,26 +115,31 @@ class BudgetBook:
         self.lease = self.timing.lease_seconds
         self.holder_timeout = self.timing.holder_timeout
         self._keys: dict[str, _Key] = {}
-        # A restarted coordinator cannot know the leases its predecessor gave: hand out
-        # nothing that starts before they have surely lapsed.
+        # A restarted coordinator cannot know the grants its predecessor gave: hand out
+        # nothing that could overlap them before they have surely lapsed.
         self._not_before = 0.0
+        self._reserve_not_before = 0.0
 
     def hold_off(self, now: float) -> None:
-        """Call once at start-up: no split starts before every earlier lease has lapsed."""
-        self._not_before = now + self.lease
+        """Call once at start-up when an earlier coordinator may have handed out grants
+        (runs were in progress): nothing is granted for ``reservation_seconds``. A first
+        start with nothing in progress need not wait."""
+        self._not_before = now + self.timing.reservation_seconds
+        self._reserve_not_before = self._not_before
 
     def renew(
         self, holder: str, wants: Mapping[str, float], now: float
     ) -> dict[str, list[GrantWire]]:
-        """``holder`` reports the keys it has work for; returns its grants (current and next)."""
+        """``holder`` reports the keys it has work for; returns its grants (current and next
+        lease, and its reservation)."""
         grants: dict[str, list[GrantWire]] = {}
         for key, rate in wants.items():
             state = self._keys.setdefault(key, _Key())
             state.last_seen[holder] = now
-            state.wanted_rate = rate
+            state.declared[holder] = rate
         for key, state in self._keys.items():
             if key not in wants:
-                state.last_seen.pop(holder, None)
+                self._forget(state, holder)
             self._advance(state, now)
             if key in wants:
                 grants[key] = self._grants_of(state, holder, now)
@@ -74,43 +147,110 @@ class BudgetBook:
 
     def release(self, holder: str, now: float) -> None:
         for state in self._keys.values():
-            state.last_seen.pop(holder, None)
+            self._forget(state, holder)
             self._advance(state, now)
+
+    def release_all(self, prefix: str, now: float) -> None:
+        """Release every holder whose name starts with ``prefix`` (a deleted run's pods)."""
+        names = {h for state in self._keys.values() for h in state.last_seen}
+        for name in names:
+            if name.startswith(prefix):
+                self.release(name, now)
 
     def holders(self, key: str) -> list[str]:
         state = self._keys.get(key)
         return sorted(state.last_seen) if state else []
 
+    def rate_of(self, key: str) -> float:
+        """The rate in force for ``key``: the lowest its holders declare."""
+        state = self._keys.get(key)
+        rate = state.rate() if state else None
+        return 0.0 if rate is None else rate
+
+    # --- the decisions -----------------------------------------------------------------------
+
+    def _forget(self, state: _Key, holder: str) -> None:
+        state.last_seen.pop(holder, None)
+        state.declared.pop(holder, None)
+        reservation = state.reserved.pop(holder, None)
+        if reservation is not None:
+            reservation.ended = True
+            state.ended.append(reservation)
+
     def _advance(self, state: _Key, now: float) -> None:
         for holder, seen in list(state.last_seen.items()):
             if now - seen > self.holder_timeout:
-                del state.last_seen[holder]
+                self._forget(state, holder)
+        state.ended = [r for r in state.ended if r.until > now]
+        state.replaced = [r for r in state.replaced if r.until > now]
         if state.following is not None and state.following.start <= now:
             state.current, state.following = state.following, None
         if state.current is not None and state.current.until <= now:
             state.current = None
         wanted = sorted(state.last_seen)
+        rate = state.rate()
+        if not wanted or rate is None:
+            return
+        for holder, reservation in list(state.reserved.items()):
+            if reservation.rate != rate:  # a new grid: the old seat lapses, then a new one
+                self._forget_reservation(state, holder)
         latest = state.following or state.current
+        newcomers = self._newcomers(state, wanted, now)
+        pool = self._pool(state, now, extra=set())
         if (
             latest is not None
             and sorted(latest.residues) == wanted
-            and latest.rate == state.wanted_rate
+            and latest.rate == rate
+            and latest.pool == pool
+            and not newcomers
         ):
             return
-        if not wanted:
-            return
-        # A new split: it may start only after every lease handed out before it. A pending
+        self._new_split(state, wanted, rate, newcomers, now)
+
+    def _forget_reservation(self, state: _Key, holder: str) -> None:
+        reservation = state.reserved.pop(holder)
+        reservation.ended = True
+        state.ended.append(reservation)
+
+    def _newcomers(self, state: _Key, wanted: list[str], now: float) -> list[str]:
+        """Holders without a reservation for whom a seat is free (none while held off)."""
+        if now < self._reserve_not_before:
+            return []
+        free = len(_RESERVABLE - state.taken_seats())
+        lacking = [h for h in wanted if h not in state.reserved]
+        return lacking[:free]
+
+    def _pool(self, state: _Key, now: float, *, extra: set[int]) -> frozenset[int]:
+        """Seats a split made now may lease: none reserved (or lapsing), and no reservable
+        one while an earlier coordinator's reservations may stand."""
+        taken = state.taken_seats() | extra
+        if now < self._reserve_not_before:
+            taken |= _RESERVABLE
+        return _ALL_SEATS - taken
+
+    def _new_split(
+        self, state: _Key, wanted: list[str], rate: float, newcomers: list[str], now: float
+    ) -> None:
+        # A new split may start only after every lease handed out before it. A pending
         # split nobody has been given yet is simply replaced (it holds no commitments), so
         # holders arriving one after another do not push the next split further out.
         if state.following is not None and state.following.handed:
             state.replaced.append(state.following)
-        start = max(now, self._not_before, *(r.until for r in state.replaced))
-        for split in (state.current, state.following):
-            if split is not None and (split is state.current or split.handed):
+        start = max(now, self._not_before)
+        for split in state.splits():
+            if split is state.current or split.handed:
                 start = max(start, split.until)
+        # Another grid's grants must all lapse first (reservations included).
+        for reservation in state.ended:
+            if reservation.rate != rate:
+                start = max(start, reservation.until)
         start = float(math.ceil(start))
-        cycle, residues = split_residues(state.wanted_rate, wanted)
-        split = _Split(state.wanted_rate, cycle, residues, start, start)
+        free = sorted(_RESERVABLE - state.taken_seats())
+        for holder, seat in zip(newcomers, free, strict=False):
+            state.reserved[holder] = _Reservation(holder, seat, rate, start=start, until=start)
+        pool = self._pool(state, now, extra=set())
+        cycle, residues = split_pool(rate, wanted, pool)
+        split = _Split(rate, cycle, residues, pool, start, start)
         if start <= now:
             state.current, state.following = split, None
         else:
@@ -118,38 +258,48 @@ class BudgetBook:
 
     def _grants_of(self, state: _Key, holder: str, now: float) -> list[GrantWire]:
         out: list[GrantWire] = []
-        state.replaced = [r for r in state.replaced if r.until > now]
         for old in state.replaced:  # committed: repeated, never extended
-            if holder in old.residues:
-                out.append(
-                    GrantWire(
-                        rate=old.rate,
-                        cycle=old.cycle,
-                        residues=list(old.residues[holder]),
-                        start=old.start,
-                        until=old.until,
-                    )
-                )
+            if old.residues.get(holder):
+                out.append(_wire(old.rate, old.cycle, old.residues[holder], old.start, old.until))
         for split in (state.current, state.following):
-            if split is None or holder not in split.residues:
+            if split is None or not split.residues.get(holder):
                 continue
             # A split that starts later is handed out only this close to its start, so that
             # it can be replaced until then for free.
             if split is state.following and now < split.start - self.timing.handout_lead:
                 continue  # too early: keep it replaceable (see _advance)
-            if split is state.current and state.following is None:
+            following = state.following
+            if split is state.current and following is None:
                 # Renewal extends the split in force, unless a successor is waiting for it to end.
                 split.until = max(split.until, now + self.lease)
+            elif split is state.current and following is not None and following.rate != split.rate:
+                # A new grid waits for the old one's reservations: until it starts, the old
+                # grid's leases go on — never into a split already handed out to follow it.
+                cap = min([following.start, *(r.start for r in state.replaced)])
+                split.until = max(split.until, min(now + self.lease, cap))
             elif split.until <= split.start:
                 split.until = split.start + self.lease
             split.handed = True
             out.append(
-                GrantWire(
-                    rate=split.rate,
-                    cycle=split.cycle,
-                    residues=list(split.residues[holder]),
-                    start=split.start,
-                    until=split.until,
-                )
+                _wire(split.rate, split.cycle, split.residues[holder], split.start, split.until)
+            )
+        for ended in state.ended:  # still this holder's until it lapses: repeated, not extended
+            if ended.holder == holder:
+                cycle, residues = seat_residues(ended.rate, ended.seat)
+                out.append(_wire(ended.rate, cycle, residues, ended.start, ended.until))
+        reservation = state.reserved.get(holder)
+        if reservation is not None and now >= reservation.start - self.timing.handout_lead:
+            reservation.until = max(
+                reservation.until, max(now, reservation.start) + self.timing.reservation_seconds
+            )
+            cycle, residues = seat_residues(reservation.rate, reservation.seat)
+            out.append(
+                _wire(reservation.rate, cycle, residues, reservation.start, reservation.until)
             )
         return out
+
+
+def _wire(
+    rate: float, cycle: int, residues: tuple[int, ...], start: float, until: float
+) -> GrantWire:
+    return GrantWire(rate=rate, cycle=cycle, residues=list(residues), start=start, until=until)

@@ -4,6 +4,16 @@ Reports are cumulative. Items are counted by each shard's checkpoint, which a re
 pod inherits, so a restart never counts an item twice. Calls and costs restart at zero in a
 new pod, so the last report of a superseded pod is kept as *retired* and added in. Only the
 newest pod of a shard may report; a zombie predecessor is told to stop.
+
+Progress never goes backwards, whatever order reports arrive in:
+
+- a pod's reports carry ``seq``; one not above the last taken from that pod is ignored (an
+  HTTP retry or a slow path delivered it late);
+- a ``starting`` report carries no progress (the pod has not been told where to resume yet):
+  it never replaces the stored checkpoint, which is what the reply hands back as ``resume``;
+- a checkpoint replaces the stored one only if no count goes down. A replacement resumed
+  from the stored checkpoint always qualifies; one that could not be told (it started from
+  scratch) is taken once it has caught up, or with its ``done`` report, which is complete.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from fleetsync.api.constants import BreakerState, ItemOutcome
@@ -18,7 +29,7 @@ from fleetsync.api.progress import CheckpointWire, FailedWire, ReportWire, Vendo
 from fleetsync.api.v1alpha1.status import Cost, FailedItem, ItemCounts, VendorStatus
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 
-__all__ = ["RunProgress", "ShardView", "expected_total"]
+__all__ = ["Intake", "RunProgress", "ShardView", "expected_total"]
 
 
 def expected_total(spec: SyncJobSpec) -> int | None:
@@ -30,12 +41,32 @@ def expected_total(spec: SyncJobSpec) -> int | None:
     return None
 
 
+class Intake(Enum):
+    """What became of a report."""
+
+    TAKEN = "taken"
+    STALE = "stale"  # older than one already taken from its pod: ignored
+    SUPERSEDED = "superseded"  # from a pod this shard has replaced: it must stop
+
+
 @dataclass(slots=True)
 class ShardView:
     pod: str
     state: str = "starting"
     report: ReportWire | None = None
     updated: float = 0.0
+    seq: int = 0  # the last report sequence taken from ``pod``
+
+
+def _advances(stored: CheckpointWire | None, new: CheckpointWire, *, complete: bool) -> bool:
+    if stored is None:
+        return True
+    before, after = stored["counts"], new["counts"]
+    if all(after.get(k, 0) >= v for k, v in before.items()):
+        return True
+    # A shard that started from scratch (it never heard where to resume) may count some
+    # items differently the second time; its complete account replaces the partial one.
+    return complete and sum(after.values()) >= sum(before.values())
 
 
 @dataclass(slots=True)
@@ -53,26 +84,53 @@ class RunProgress:
         self._retired = _Retired()
         self._checkpoints: dict[int, CheckpointWire] = {}
         self._breaker_since: dict[str, float] = {}
+        self._replaced: dict[int, set[str]] = {}  # pods each shard has replaced
+        # Items already final in checkpoints restored from an earlier coordinator.
+        self.resumed = 0
 
     # --- intake ----------------------------------------------------------------------------
 
     def accept(self, report: ReportWire, now: float) -> bool:
         """Take a report; False when it comes from a pod this shard has since replaced."""
-        shard = report["shard"]
+        return self.take(report, now) is not Intake.SUPERSEDED
+
+    def take(self, report: ReportWire, now: float) -> Intake:
+        """Fold a report in, unless it is stale or from a replaced pod (see the docstring)."""
+        shard, pod = report["shard"], report["pod"]
         view = self.views.get(shard)
-        if view is None or (report["state"] == "starting" and report["pod"] != view.pod):
-            if view is not None and view.report is not None:
-                self._retire(view.report)
-            view = self.views[shard] = ShardView(pod=report["pod"])
-        elif report["pod"] != view.pod:
-            return False
-        if report["state"] != "starting":
-            view.report = report
+        if pod in self._replaced.get(shard, ()):
+            return Intake.SUPERSEDED
+        if report["state"] == "starting":
+            if view is None or view.pod != pod:
+                self._replace(shard, view, pod)
+            else:
+                view.updated = now  # the same pod saying hello again: nothing to fold
+            return Intake.TAKEN
+        if view is None:
+            view = self.views[shard] = ShardView(pod=pod)  # a restarted coordinator's first
+        elif view.pod != pod:
+            return Intake.SUPERSEDED
+        seq = report.get("seq")
+        if seq is not None:
+            if seq <= view.seq:
+                return Intake.STALE
+            view.seq = seq
+        view.report = report
         view.state = report["state"]
         view.updated = now
-        if report["checkpoint"] is not None:
-            self._checkpoints[shard] = report["checkpoint"]
-        return True
+        checkpoint = report["checkpoint"]
+        if checkpoint is not None and _advances(
+            self._checkpoints.get(shard), checkpoint, complete=report["state"] == "done"
+        ):
+            self._checkpoints[shard] = checkpoint
+        return Intake.TAKEN
+
+    def _replace(self, shard: int, view: ShardView | None, pod: str) -> None:
+        if view is not None:
+            self._replaced.setdefault(shard, set()).add(view.pod)
+            if view.report is not None:
+                self._retire(view.report)
+        self.views[shard] = ShardView(pod=pod)
 
     def _retire(self, report: ReportWire) -> None:
         self._retired.cost.update(dict(report["cost"]))
@@ -101,10 +159,12 @@ class RunProgress:
                 "state": view.state,
                 "report": report,
                 "updated": view.updated,
+                "seq": view.seq,
             }
         return {
             "views": views,
             "checkpoints": {str(k): v for k, v in self._checkpoints.items()},
+            "replaced": {str(k): sorted(v) for k, v in self._replaced.items()},
             "retired": {
                 "cost": dict(self._retired.cost),
                 "vendors": {k: dict(v) for k, v in self._retired.vendors.items()},
@@ -114,10 +174,17 @@ class RunProgress:
     def restore(self, snapshot: Mapping[str, Any]) -> None:
         for shard, view in snapshot.get("views", {}).items():
             self.views[int(shard)] = ShardView(
-                pod=view["pod"], state=view["state"], report=view["report"], updated=view["updated"]
+                pod=view["pod"],
+                state=view["state"],
+                report=view["report"],
+                updated=view["updated"],
+                seq=view.get("seq", 0),
             )
         for shard, checkpoint in snapshot.get("checkpoints", {}).items():
             self._checkpoints[int(shard)] = checkpoint
+        for shard, pods in snapshot.get("replaced", {}).items():
+            self._replaced.setdefault(int(shard), set()).update(pods)
+        self.resumed = sum(sum(c["counts"].values()) for c in self._checkpoints.values())
         retired = snapshot.get("retired", {})
         self._retired.cost.update(retired.get("cost", {}))
         for name, counts in retired.get("vendors", {}).items():

@@ -13,10 +13,28 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["GUARD_SECONDS", "Grant", "SlotClock", "fallback_grant", "split_residues"]
+__all__ = [
+    "GUARD_SECONDS",
+    "RESERVABLE_SEATS",
+    "SEATS",
+    "Grant",
+    "SlotClock",
+    "fallback_grant",
+    "seat_cycle",
+    "seat_residues",
+    "split_pool",
+    "split_residues",
+]
+
+# Every key's slots are dealt into SEATS seats: slot ``j`` belongs to seat ``j mod SEATS``
+# (every cycle below is a multiple of SEATS, so a residue's seat is its slot's seat). Seats
+# ``0 .. RESERVABLE_SEATS-1`` may be reserved by one holder each; the others are only ever
+# leased, so at least half a key's rate stays leasable whatever was reserved.
+SEATS = 16
+RESERVABLE_SEATS = 8
 
 # Slots keep this far (seconds) from a second's edges so that loopback/network jitter and a
 # late wake-up cannot move a request into the neighbouring second of the vendor's count.
@@ -116,3 +134,35 @@ def fallback_grant(rate: float, shard: int, max_parallelism: int, *, start: floa
     cycle = clock.per_second * max_parallelism
     residues = tuple(range(shard % max_parallelism, cycle, max_parallelism))
     return Grant(rate=rate, cycle=cycle, residues=residues, start=start, until=math.inf)
+
+
+def seat_cycle(rate: float) -> int:
+    """The shortest cycle holding whole seconds of slots and whole seats."""
+    return math.lcm(SlotClock(rate).per_second, SEATS)
+
+
+def seat_residues(rate: float, seat: int) -> tuple[int, tuple[int, ...]]:
+    """``(cycle, residues)`` of one seat: a reservation's grant."""
+    cycle = seat_cycle(rate)
+    return cycle, tuple(range(seat, cycle, SEATS))
+
+
+def split_pool(
+    rate: float, holders: Sequence[str], seats: Iterable[int]
+) -> tuple[int, dict[str, tuple[int, ...]]]:
+    """Divide the slots of ``seats`` among ``holders``, round-robin, each getting at least one.
+
+    Returns ``(cycle, residues by holder)``; no residue outside ``seats`` is handed out.
+    """
+    pool = sorted(set(seats))
+    base = seat_cycle(rate)
+    if not holders or not pool:
+        return base, dict.fromkeys(holders, ())
+    per_base = base // SEATS * len(pool)
+    cycle = base * math.ceil(len(holders) / per_base)
+    member = set(pool)
+    residues = [r for r in range(cycle) if r % SEATS in member]
+    owned: dict[str, list[int]] = {h: [] for h in holders}
+    for i, residue in enumerate(residues):
+        owned[holders[i % len(holders)]].append(residue)
+    return cycle, {h: tuple(r) for h, r in owned.items()}

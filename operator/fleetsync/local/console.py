@@ -98,6 +98,8 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         f"fresh {items.fresh}, stale {items.stale}, failed {items.failed}, "
         f"remaining {items.remaining}"
     )
+    if summary.resumed:
+        console.print(f"resumed: {summary.resumed} items were final before this run started")
     cost = summary.cost
     console.print(
         f"cost: {cost.vendor_calls} vendor calls, {cost.sink_calls} sink calls, "

@@ -1,8 +1,11 @@
 """The local coordinator: what the controller does for a cluster, for ``fleetsync run``.
 
 It leases each vendor's budget to the shard processes, keeps their checkpoints so a killed
-shard resumes, and folds their reports into the run's progress. It listens on loopback
-only and accepts reports only with the run's one-time token.
+shard resumes, and folds their reports into the run's progress — with the same
+:func:`~fleetsync.coordination.fold.fold_report` the controller uses. It keeps the progress
+in the run's state dir (at most once a second, and at the end) so that ``fleetsync run``
+started again after Ctrl-C or ``kill -9`` resumes. It listens on loopback only and accepts
+reports only with the run's one-time token.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from fleetsync.api.progress import FINAL_STATES, ReplyWire, ReportWire
+from fleetsync.api.progress import ReplyWire, ReportWire
 from fleetsync.coordination.budgets import BudgetBook
+from fleetsync.coordination.fold import fold_report
 from fleetsync.coordination.progress import RunProgress
 from fleetsync.coordination.timing import LeaseTiming
+from fleetsync.local.state import RunState
 
 __all__ = ["InProcessCoordinator", "LocalCoordinator"]
 
@@ -29,35 +34,40 @@ class LocalCoordinator:
         *,
         clock: Callable[[], float] = time.time,
         timing: LeaseTiming | None = None,
+        state: RunState | None = None,
+        persist_every: float = 1.0,
     ) -> None:
         self.progress = progress
+        # No hold-off on resuming: the runner has stopped the interrupted run's workers (and
+        # on Linux they die with their runner), so no grant of theirs is still used.
         self.budgets = BudgetBook(timing or LeaseTiming())
         self.clock = clock
         self.token = secrets.token_urlsafe(32)
         self.stopping = False
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
+        self._state = state
+        self._persist_every = persist_every
+        self._persisted_at = -float("inf")
+        self._dirty = False
 
     def handle(self, report: ReportWire) -> ReplyWire:
         now = self.clock()
-        holder = f"{report['run']}/{report['shard']}"
-        accepted = self.progress.accept(report, now)
-        if not accepted:
-            return ReplyWire(grants={}, breakers={}, stop=True, resume=None)
-        if report["state"] in FINAL_STATES:
-            self.budgets.release(holder, now)
-            grants = {}
-        else:
-            grants = self.budgets.renew(holder, report["wants"], now)
-        resume = (
-            self.progress.resume_for(report["shard"]) if report["state"] == "starting" else None
-        )
-        return ReplyWire(
-            grants=grants,
-            breakers=self.progress.breaker_verdicts(),
-            stop=self.stopping,
-            resume=resume,
-        )
+        reply = fold_report(self.progress, self.budgets, report, now, stop=self.stopping)
+        self._dirty = True
+        self.persist(now)
+        return reply
+
+    def persist(self, now: float, *, final: bool = False) -> None:
+        """Keep the progress in the state dir: at most every ``persist_every`` seconds, and
+        always when ``final``."""
+        if self._state is None or not (final or self._dirty):
+            return
+        if not final and now - self._persisted_at < self._persist_every:
+            return
+        self._state.save(self.progress.snapshot(), finished=final and self.progress.finished)
+        self._persisted_at = now
+        self._dirty = False
 
     async def _post(self, request: web.Request) -> web.Response:
         supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")

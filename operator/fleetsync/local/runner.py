@@ -4,14 +4,21 @@ Each shard is a ``fleetsync worker`` process (a single shard runs inside this pr
 saves a second of start-up on small fleets). Exit 75 (interrupted) is resumed from the
 checkpoint without counting as a failure; a crash or SIGKILL is retried up to
 ``backoff_limit`` times per shard, also from the checkpoint; exit 64 fails the run.
+
+A run interrupted as a whole (Ctrl-C, ``kill -9``) resumes when started again: the progress
+lives in the state dir (:mod:`fleetsync.local.state`). Workers run in their own session, so
+a terminal's Ctrl-C reaches only this process, which asks each of them to checkpoint and
+report before it summarises; on Linux they also die with it if it is killed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -21,9 +28,11 @@ from pathlib import Path
 
 from fleetsync.api.constants import ExitCode, Phase, Reason
 from fleetsync.api.v1alpha1 import SyncJobSpec
+from fleetsync.coordination.phase import final_phase
 from fleetsync.coordination.progress import RunProgress, expected_total
 from fleetsync.local.coordinator import InProcessCoordinator, LocalCoordinator
-from fleetsync.local.summary import RunSummary, decide_phase
+from fleetsync.local.state import RunState, fingerprint, stop_leftover_workers
+from fleetsync.local.summary import RunSummary
 from fleetsync.worker.engine import ShardEngine, ShardPlan
 from fleetsync.worker.main import load_spec, run_shard
 from fleetsync.worker.secrets import SecretResolver
@@ -48,6 +57,7 @@ class RunOptions:
     transport: str = "aiohttp"
     backoff_limit: int = 6
     in_process: bool | None = None  # None: only when there is a single shard
+    restart: bool = False  # ignore an interrupted run's progress and start over
 
 
 def plan_local_shards(spec: SyncJobSpec, requested: int | None) -> int:
@@ -79,6 +89,13 @@ class LocalRun:
     _stopping: bool = False
     _procs: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
     _engine: ShardEngine | None = None
+    # Pod names are unique per invocation: a pod name the coordinator has seen is a pod
+    # it may have replaced (and would tell to stop).
+    _tag: str = field(default_factory=lambda: secrets.token_hex(3))
+
+    @property
+    def run_dir(self) -> Path:
+        return (self.options.state_dir / "runs" / self.name).resolve()
 
     def prepare(self) -> None:
         """Validate everything that can be checked before starting (ManifestError if not)."""
@@ -110,7 +127,13 @@ class LocalRun:
         assert self.spec is not None
         spec = self.spec
         progress = RunProgress(self.name, self.shards, expected_total=expected_total(spec))
-        self.coordinator = LocalCoordinator(progress)
+        await asyncio.to_thread(stop_leftover_workers, self.run_dir)
+        state = RunState(self.run_dir, fingerprint(spec, self.shards))
+        snapshot = None if self.options.restart else state.load()
+        if snapshot is not None:
+            progress.restore(snapshot)
+            log.info("resuming %s: %d items already final", self.name, progress.resumed)
+        self.coordinator = LocalCoordinator(progress, state=state)
         self.started = time.monotonic()
         in_process = self.options.in_process
         if in_process is None:
@@ -134,6 +157,7 @@ class LocalRun:
             if deadline is not None:
                 deadline.cancel()
             await self.coordinator.stop()
+            self.coordinator.persist(time.time(), final=True)
         return self._summarise(spec, progress, outcomes, deadline_hit=self._deadline_hit(spec))
 
     def _deadline_hit(self, spec: SyncJobSpec) -> bool:
@@ -144,12 +168,26 @@ class LocalRun:
         while True:
             if self.on_progress is not None:
                 self.on_progress(progress, time.monotonic() - self.started)
+            if self.coordinator is not None:
+                self.coordinator.persist(time.time())  # what the last report changed
             await asyncio.sleep(0.25)
+
+    def _done(self, shard: int) -> bool:
+        """Finished in an earlier invocation: nothing to start."""
+        assert self.coordinator is not None
+        view = self.coordinator.progress.views.get(shard)
+        return view is not None and view.state == "done"
 
     async def _run_in_process(self, spec: SyncJobSpec) -> _ShardOutcome:
         assert self.coordinator is not None
+        if self._done(0):
+            return _ShardOutcome(ExitCode.OK)
         plan = ShardPlan(
-            run=self.name, shard=0, shards=1, pod="local-0", base_dir=self.options.manifest.parent
+            run=self.name,
+            shard=0,
+            shards=1,
+            pod=f"local-{self._tag}-0",
+            base_dir=self.options.manifest.parent,
         )
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[ShardEngine] = loop.create_future()
@@ -166,7 +204,7 @@ class LocalRun:
 
     async def _run_processes(self, url: str) -> dict[int, _ShardOutcome]:
         assert self.coordinator is not None
-        run_dir = self.options.state_dir / "runs" / self.name
+        run_dir = self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         token_file = run_dir / "token"
         token_file.touch(mode=0o600)
@@ -175,6 +213,8 @@ class LocalRun:
         slots = asyncio.Semaphore(parallelism)
 
         async def one(shard: int) -> tuple[int, _ShardOutcome]:
+            if self._done(shard):
+                return shard, _ShardOutcome(ExitCode.OK)
             async with slots:
                 return shard, await self._supervise(shard, url, token_file, run_dir)
 
@@ -203,10 +243,12 @@ class LocalRun:
                 proc = await asyncio.create_subprocess_exec(
                     *command,
                     "--pod",
-                    f"local-{shard}-{attempt}",
+                    f"local-{self._tag}-{shard}-{attempt}",
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=log_file,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
                 )
                 self._procs[shard] = proc
                 (run_dir / f"shard-{shard}.pid").write_text(str(proc.pid))
@@ -246,7 +288,8 @@ class LocalRun:
             phase, reason = Phase.FAILED, Reason.DEADLINE_EXCEEDED
             message = f"not finished within deadlineSeconds={spec.deadline_seconds}"
         elif self._stopping:
-            phase, reason, message = Phase.FAILED, Reason.FAILED, "interrupted"
+            phase, reason = Phase.FAILED, Reason.FAILED
+            message = "interrupted; run it again to resume (--restart starts over)"
         elif codes - {ExitCode.OK}:
             bad = sorted(i for i, o in outcomes.items() if o.exit_code != ExitCode.OK)
             phase, reason = Phase.FAILED, Reason.FAILED
@@ -254,7 +297,8 @@ class LocalRun:
                 f"shards {bad} kept failing; logs in {self.options.state_dir}/runs/{self.name}"
             )
         else:
-            phase, reason, message = decide_phase(items, spec.dead_letter.max_item_failures)
+            verdict = final_phase(items, spec.dead_letter.max_item_failures)
+            phase, reason, message = verdict.phase, verdict.reason, verdict.message
         return RunSummary(
             run=self.name,
             phase=phase,
@@ -267,4 +311,17 @@ class LocalRun:
             failed_sample=progress.failed_sample(),
             shards=self.shards,
             restarts={i: o.restarts for i, o in outcomes.items()},
+            resumed=progress.resumed,
         )
+
+
+# Looked up once in the parent: between fork and exec only the call itself should run.
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: be killed when this runner dies (Linux), so a ``kill -9``
+    of ``fleetsync run`` leaves no worker fetching on its own."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from fleetsync.api.constants import ExitCode, Phase, Reason
+from fleetsync.api.constants import ExitCode, Phase
 from fleetsync.api.v1alpha1.status import Cost, FailedItem, ItemCounts, VendorStatus
 
-__all__ = ["RunSummary", "decide_phase", "exit_code_for"]
+__all__ = ["RunSummary", "exit_code_for"]
 
 
 @dataclass(slots=True)
@@ -29,6 +29,7 @@ class RunSummary:
     failed_sample: list[FailedItem]
     shards: int
     restarts: dict[int, int] = field(default_factory=dict)
+    resumed: int = 0  # items already final when this invocation started (a resumed run)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -40,7 +41,9 @@ class RunSummary:
             "durationSeconds": round(self.duration_seconds, 3),
             "throughput": {
                 "itemsPerSecond": round(
-                    (self.items.total - self.items.remaining) / self.duration_seconds, 1
+                    (self.items.total - self.items.remaining - self.resumed)
+                    / self.duration_seconds,
+                    1,
                 )
                 if self.duration_seconds > 0
                 else 0.0
@@ -53,27 +56,11 @@ class RunSummary:
             },
             "shards": self.shards,
             "restarts": {str(k): v for k, v in self.restarts.items() if v},
+            "resumed": self.resumed,
         }
 
     def json_line(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))
-
-
-def decide_phase(items: ItemCounts, max_item_failures: int) -> tuple[Phase, str, str]:
-    """The phase of a run whose shards all finished."""
-    if items.failed > max_item_failures:
-        return (
-            Phase.FAILED,
-            Reason.TOO_MANY_FAILURES,
-            f"{items.failed} items failed, over deadLetter.maxItemFailures={max_item_failures}",
-        )
-    if items.failed:
-        return (
-            Phase.PARTIALLY_SUCCEEDED,
-            Reason.PARTIALLY_SUCCEEDED,
-            f"{items.failed} of {items.total} items failed and were dead-lettered",
-        )
-    return Phase.SUCCEEDED, Reason.SUCCEEDED, f"{items.total} items in sync"
 
 
 def exit_code_for(phase: Phase) -> ExitCode:

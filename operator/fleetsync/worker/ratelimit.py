@@ -77,7 +77,11 @@ class SlotLimiter:
         return next((g.share for g in self._grants if g.start <= now < g.until), 0.0)
 
     def _reserve(self, now: float) -> tuple[float, float] | None:
-        """Reserve the earliest owned slot after the last one: returns (time, deadline)."""
+        """Reserve the earliest owned slot after the last one: returns (time, deadline).
+
+        Several grants may be valid at once (a lease and the shard's reservation): the
+        earliest slot of any of them is taken, so each is used at its own pace."""
+        best: tuple[float, float] | None = None
         for grant in self._grants:
             if grant.until <= now:
                 continue
@@ -91,10 +95,11 @@ class SlotLimiter:
             if slot is None:
                 continue
             at = clock.time_of(slot)
-            if at < grant.until:
-                self._last_time = at
-                return at, clock.deadline_of(slot)
-        return None
+            if at < grant.until and (best is None or at < best[0]):
+                best = at, clock.deadline_of(slot)
+        if best is not None:
+            self._last_time = best[0]
+        return best
 
     async def acquire(self) -> None:
         """Wait for a slot of our own. Each slot is used once, and only within its second."""
@@ -108,9 +113,10 @@ class SlotLimiter:
                     await asyncio.wait_for(self._changed.wait(), timeout=1.0)
                 continue
             at, deadline = reserved
-            if at > now:
+            # Never before the slot: a timer may fire up to its clock's resolution early.
+            while (now := self._clock()) < at:
                 await self._sleep(at - now)  # type: ignore[misc]
-            if self._clock() < deadline:
+            if now < deadline:
                 self.used += 1
                 return
             # Woke after the slot's second ended (a stalled loop): that slot is lost, not reused.
