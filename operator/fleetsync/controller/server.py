@@ -7,6 +7,9 @@ the pod's labels say which run and shard it belongs to. A pod may report only fo
 own run and shard (403 otherwise), so worker pods need no Kubernetes RBAC at all.
 Reviews are cached by a hash of the token for a short while: one review per pod, not one
 per report.
+
+The server sees the controller only through ``ReportDesk``: accept a report, persist a
+run, find a pod, review a token, say whether the loop is alive.
 """
 
 from __future__ import annotations
@@ -16,21 +19,35 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fleetsync.api.progress import FINAL_STATES, ReportWire
+from fleetsync.api.progress import FINAL_STATES, ReplyWire, ReportWire
 from fleetsync.controller.build import LABEL_RUN, TOKEN_AUDIENCE
-from fleetsync.controller.runtime import Controller
+from fleetsync.controller.metrics import ControllerMetrics
 
-__all__ = ["Identity", "ReportServer", "TokenReviewer"]
+__all__ = ["Identity", "ReportDesk", "ReportServer", "TokenReviewer"]
 
 log = logging.getLogger("fleetsync.controller.server")
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 _POD_NAME = "authentication.kubernetes.io/pod-name"
 _POD_UID = "authentication.kubernetes.io/pod-uid"
+
+
+class ReportDesk(Protocol):
+    """What the report server needs from the controller, and nothing more."""
+
+    def accept_report(self, namespace: str, report: ReportWire) -> ReplyWire | None: ...
+
+    async def persist_run(self, namespace: str, run: str) -> bool: ...
+
+    async def find_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    async def review_token(self, token: str) -> Mapping[str, Any]: ...
+
+    def healthy(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +58,8 @@ class Identity:
 
 
 class TokenReviewer:
-    def __init__(self, controller: Controller, *, ttl: float = 60.0) -> None:
-        self.controller = controller
+    def __init__(self, desk: ReportDesk, *, ttl: float = 60.0) -> None:
+        self.desk = desk
         self.ttl = ttl
         self._cache: dict[str, tuple[float, Identity | None]] = {}
 
@@ -52,8 +69,7 @@ class TokenReviewer:
         hit = self._cache.get(digest)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
-        review = await self.controller.kube.token_review(token, TOKEN_AUDIENCE)
-        identity = self._identity(review.get("status") or {})
+        identity = self._identity(await self.desk.review_token(token))
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now, identity)
@@ -76,16 +92,17 @@ class TokenReviewer:
 
 
 class ReportServer:
-    def __init__(self, controller: Controller) -> None:
-        self.controller = controller
-        self.reviewer = TokenReviewer(controller)
+    def __init__(self, desk: ReportDesk, metrics: ControllerMetrics) -> None:
+        self.desk = desk
+        self.metrics = metrics
+        self.reviewer = TokenReviewer(desk)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_post("/v1/report", self.report)
-        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/healthz", self.healthz)
         return app
 
@@ -100,9 +117,7 @@ class ReportServer:
             await self._runner.cleanup()
 
     async def _pod(self, identity: Identity) -> Mapping[str, Any] | None:
-        pod = self.controller.pod(identity.namespace, identity.pod)
-        if pod is None:  # the watch may lag behind a pod that just started
-            pod = await self.controller.kube.read_pod(identity.namespace, identity.pod)
+        pod = await self.desk.find_pod(identity.namespace, identity.pod)
         if pod is None:
             return None
         if identity.pod_uid and pod["metadata"].get("uid") != identity.pod_uid:
@@ -110,7 +125,7 @@ class ReportServer:
         return pod
 
     async def report(self, request: web.Request) -> web.Response:
-        metric = self.controller.metrics.reports
+        metric = self.metrics.reports
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             metric.labels("unauthenticated").inc()
@@ -147,11 +162,11 @@ class ReportServer:
             return web.json_response(
                 {"error": "this pod may report only for its own run and shard"}, status=403
             )
-        reply = self.controller.accept_report(identity.namespace, report)
+        reply = self.desk.accept_report(identity.namespace, report)
         if reply is None:
             metric.labels("unknown-run").inc()
             return web.json_response({"error": "run not known yet; retry"}, status=503)
-        if report["state"] in FINAL_STATES and not await self.controller.persist_run(
+        if report["state"] in FINAL_STATES and not await self.desk.persist_run(
             identity.namespace, report["run"]
         ):
             # The worker exits once its last report is acknowledged: acknowledge only what
@@ -161,12 +176,11 @@ class ReportServer:
         metric.labels("accepted").inc()
         return web.json_response(reply)
 
-    async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.controller.metrics.registry)
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:
-        stale = time.monotonic() - self.controller.last_loop
-        if stale > max(30.0, self.controller.settings.tick_seconds * 30):
+        if not self.desk.healthy():
             return web.json_response({"status": "reconcile loop stuck"}, status=503)
         return web.json_response({"status": "ok"})
