@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from fleetsync.api.progress import ReplyWire, ReportWire
 from fleetsync.api.v1alpha1.syncschedule import SyncScheduleSpec
 from fleetsync.controller.build import TOKEN_AUDIENCE
@@ -28,7 +30,12 @@ from fleetsync.controller.kube import Kube, is_namespace_terminating
 from fleetsync.controller.metrics import ControllerMetrics
 from fleetsync.controller.namespaces import NamespaceWatch
 from fleetsync.controller.progress_store import ProgressStore, RunState
-from fleetsync.controller.schedules import apply_schedule, plan_schedule
+from fleetsync.controller.schedules import (
+    apply_schedule,
+    plan_invalid,
+    plan_schedule,
+    spec_errors,
+)
 from fleetsync.controller.settings import ControllerSettings
 from fleetsync.controller.syncjobs import SyncJobReconciler
 
@@ -148,8 +155,12 @@ class Controller:
         body = self.cache.schedules.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
-        spec = SyncScheduleSpec.model_validate(body.get("spec") or {})
-        decision = plan_schedule(body, spec, self.cache.runs_of(*key), self.clock())
+        try:
+            spec = SyncScheduleSpec.model_validate(body.get("spec") or {})
+        except ValidationError as error:
+            decision = plan_invalid(body, spec_errors(error), self.clock())
+        else:
+            decision = plan_schedule(body, spec, self.cache.runs_of(*key), self.clock())
         await apply_schedule(self.kube, self.metrics, body, key, decision)
 
     # --- the report server's ReportDesk ------------------------------------------------------

@@ -13,28 +13,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from fleetsync.api.constants import (
     ANNOTATION_RUN_NOW,
     ANNOTATION_SCHEDULED_TIME,
     API_VERSION,
     Phase,
 )
+from fleetsync.api.v1alpha1.status import Condition
 from fleetsync.api.v1alpha1.syncschedule import SyncScheduleSpec
 from fleetsync.controller.build import run_labels
 from fleetsync.controller.cache import Body, Key
+from fleetsync.controller.conditions import merge_conditions
 from fleetsync.controller.kube import Kube
 from fleetsync.controller.metrics import ControllerMetrics
 from fleetsync.controller.observe import TERMINAL, parse_time, rfc3339
-from fleetsync.controller.schedule import due_tick, next_tick, run_name, run_now_name
+from fleetsync.controller.schedule import NeverFires, due_tick, next_tick, run_name, run_now_name
 
 __all__ = [
     "NewRun",
     "ScheduleDecision",
     "ScheduleEvent",
     "apply_schedule",
+    "plan_invalid",
     "plan_schedule",
     "run_body",
+    "spec_errors",
 ]
+
+INVALID_SPEC = "InvalidSpec"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +132,8 @@ def _scheduled(
     status: dict[str, Any],
     decision: ScheduleDecision,
 ) -> float:
-    """The due tick, if any, under the concurrency policy; returns the last scheduled time."""
+    """The due tick, if any, under the concurrency policy; returns the last scheduled time.
+    Raises ``NeverFires`` before changing anything."""
     last = (
         parse_time(status.get("lastScheduleTime"))
         or parse_time(schedule["metadata"].get("creationTimestamp"))
@@ -135,9 +144,7 @@ def _scheduled(
         return last
     status["lastScheduleTime"] = rfc3339(tick.time)
     status["missed"] = int(status.get("missed") or 0) + tick.missed
-    if tick.too_late:
-        status["missed"] = int(status["missed"]) + 1
-    elif not tick.in_window:
+    if not tick.in_window:
         status["skippedOutsideWindow"] = int(status.get("skippedOutsideWindow") or 0) + 1
     elif active and spec.concurrency_policy == "Forbid":
         status["missed"] = int(status["missed"]) + 1
@@ -175,7 +182,12 @@ def plan_schedule(
     decision = ScheduleDecision(status=status)
     active = [r for r in runs if _phase(r) not in TERMINAL]
     _run_now(schedule, spec, runs, now, status, decision)
-    last = _scheduled(schedule, spec, active, now, status, decision)
+    problem: str | None = None
+    try:
+        last = _scheduled(schedule, spec, active, now, status, decision)
+        upcoming = None if spec.suspend else rfc3339(next_tick(spec, max(now, last)))
+    except NeverFires as error:
+        problem, upcoming = str(error), None
     decision.prune.extend(_history(spec, runs))
     succeeded = [
         parse_time((r.get("status") or {}).get("completionTime"))
@@ -185,12 +197,75 @@ def plan_schedule(
     times = [t for t in succeeded if t is not None]
     if times:
         status["lastSuccessfulTime"] = rfc3339(max(times))
-    status["nextScheduleTime"] = None if spec.suspend else rfc3339(next_tick(spec, max(now, last)))
+    status["nextScheduleTime"] = upcoming
+    replaced = set(decision.replace)
     status["active"] = [
         {"name": r["metadata"]["name"], "namespace": namespace, "uid": r["metadata"]["uid"]}
         for r in active
+        if r["metadata"]["name"] not in replaced
     ] + [{"name": run.name, "namespace": namespace} for run in decision.create]
+    _health(schedule, status, decision, problem=problem, suspended=spec.suspend, now=now)
     return decision
+
+
+def plan_invalid(schedule: Body, problem: str, now: float) -> ScheduleDecision:
+    """A spec that fails validation: no runs, no next run; Stalled, and one Warning event
+    per spec generation."""
+    status = dict(schedule.get("status") or {})
+    status["nextScheduleTime"] = None
+    status.setdefault("active", [])
+    decision = ScheduleDecision(status=status)
+    _health(schedule, status, decision, problem=problem, suspended=False, now=now)
+    return decision
+
+
+def spec_errors(error: ValidationError) -> str:
+    """Each failing field of a SyncSchedule spec, by its path, with the reason."""
+    return "; ".join(
+        "spec." + ".".join(str(part) for part in e["loc"]) + ": " + e["msg"] for e in error.errors()
+    )[:1024]
+
+
+def _condition(kind: str, true: bool, reason: str, message: str = "") -> Condition:
+    return Condition(type=kind, status="True" if true else "False", reason=reason, message=message)
+
+
+def _health(
+    schedule: Body,
+    status: dict[str, Any],
+    decision: ScheduleDecision,
+    *,
+    problem: str | None,
+    suspended: bool,
+    now: float,
+) -> None:
+    """Ready / Stalled / Suspended (kstatus: Stalled → Failed; otherwise Current), stamped
+    with the spec generation; a Warning event once per generation for a bad spec."""
+    generation = schedule["metadata"].get("generation")
+    old = [Condition.model_validate(c) for c in status.get("conditions") or []]
+    if problem is not None:
+        new = [
+            _condition("Ready", False, INVALID_SPEC, problem),
+            _condition("Stalled", True, INVALID_SPEC, problem),
+        ]
+        warned = any(
+            c.type == "Stalled" and c.status == "True" and c.observed_generation == generation
+            for c in old
+        )
+        if not warned:
+            decision.events.append(ScheduleEvent(INVALID_SPEC, problem, warning=True))
+    elif suspended:
+        message = "suspended: no runs are scheduled"
+        new = [
+            _condition("Ready", True, "Suspended", message),
+            _condition("Stalled", False, "Valid"),
+        ]
+    else:
+        new = [_condition("Ready", True, "Scheduled"), _condition("Stalled", False, "Valid")]
+    new.append(_condition("Suspended", suspended, "Suspended" if suspended else "Active"))
+    merged = merge_conditions(old, new, generation=generation, now=rfc3339(now))
+    status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in merged]
+    status["observedGeneration"] = generation
 
 
 async def apply_schedule(
