@@ -37,7 +37,7 @@ from fleetsync.controller.scaling import next_parallelism
 from fleetsync.controller.settings import ControllerSettings
 from fleetsync.coordination.progress import RunProgress, expected_total
 
-__all__ = ["SyncJobReconciler", "new_run_state", "owned"]
+__all__ = ["SyncJobReconciler", "new_run_state", "owned", "stamp_generation"]
 
 log = logging.getLogger("fleetsync.controller")
 
@@ -95,8 +95,7 @@ class SyncJobReconciler:
         status = body.get("status") or {}
         now = time.time()
         if status.get("phase") in TERMINAL and status.get("completionTime"):
-            await self._expire(key, body, status, now)
-            self.forget(key)
+            await self._finished(key, body, status, now)
             return
         state = await self.run_state(key, body)
         if state is None:
@@ -119,6 +118,35 @@ class SyncJobReconciler:
         await self.store.persist(key, state, force=observation.terminal)
         await self._write_status(key, body, state, observation, job, now)
 
+    async def _finished(self, key: Key, body: Body, status: Body, now: float) -> None:
+        """A finished run is not run again: its spec is frozen once it started. Its status
+        still observes every generation (kstatus and ``kubectl wait`` read that), and a
+        spec refused as invalid before any Job existed is checked again once edited."""
+        generation = body["metadata"].get("generation")
+        if self._recheck(key, status, generation):
+            try:
+                SyncJobSpec.model_validate(body.get("spec") or {})
+            except ValidationError as error:
+                await self.write_invalid(key, body, str(error), again=True)
+            else:
+                log.info("run %s/%s: spec fixed after InvalidSpec; running it", *key)
+                fresh = SyncJobStatus(observed_generation=generation)
+                await self.kube.patch_syncjob_status(
+                    *key, fresh.model_dump(mode="json", by_alias=True)
+                )
+                self.forget(key)
+                return
+        elif (restamped := stamp_generation(status, generation)) is not None:
+            await self.kube.patch_syncjob_status(*key, restamped)
+        await self._expire(key, body, status, now)
+        self.forget(key)
+
+    def _recheck(self, key: Key, status: Body, generation: int | None) -> bool:
+        """Failed as InvalidSpec without a Job, and edited since."""
+        if status.get("phase") != Phase.FAILED or status.get("observedGeneration") == generation:
+            return False
+        return self.cache.jobs.get(key) is None and _refused_as_invalid(status)
+
     async def run_state(self, key: Key, body: Body) -> RunState | None:
         """The run's state, created from its spec on first sight; None for an invalid spec."""
         state = self.runs.get(key)
@@ -138,9 +166,12 @@ class SyncJobReconciler:
         state = self.runs[key] = new_run_state(key, uid, spec, body.get("status") or {})
         return state
 
-    async def write_invalid(self, key: Key, body: Body, message: str) -> None:
+    async def write_invalid(
+        self, key: Key, body: Body, message: str, *, again: bool = False
+    ) -> None:
+        """Fail the run as InvalidSpec (once; ``again`` for an edited spec still invalid)."""
         status = body.get("status") or {}
-        if status.get("phase") == Phase.FAILED:
+        if status.get("phase") == Phase.FAILED and not again:
             return
         previous = SyncJobStatus.model_validate(status) if status else SyncJobStatus()
         new = build_status(
@@ -279,6 +310,28 @@ class SyncJobReconciler:
         finished = parse_time(status.get("completionTime"))
         if ttl is not None and finished is not None and now >= finished + ttl:
             await self.kube.delete_syncjob(*key)
+
+
+def stamp_generation(status: Body, generation: int | None) -> dict[str, Any] | None:
+    """``status`` with ``observedGeneration`` (top level and on each condition) at
+    ``generation``; None when it already is."""
+    conditions = list(status.get("conditions") or [])
+    if status.get("observedGeneration") == generation and all(
+        c.get("observedGeneration") == generation for c in conditions
+    ):
+        return None
+    return {
+        **status,
+        "observedGeneration": generation,
+        "conditions": [{**c, "observedGeneration": generation} for c in conditions],
+    }
+
+
+def _refused_as_invalid(status: Body) -> bool:
+    return any(
+        c.get("type") == "Failed" and c.get("reason") == "InvalidSpec"
+        for c in status.get("conditions") or []
+    )
 
 
 def _owner_of(body: Body) -> str:
