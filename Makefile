@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck layers unit integration e2e e2e-chart e2e-kind bench controlplane clean
+.PHONY: install deps demo test lint typecheck layers unit integration faults soak e2e e2e-chart e2e-kind bench controlplane clean
 
 install:            ## create the virtualenv and install fleetsync with its dev tools
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,13 @@ unit:
 integration:
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
+# Fault schedules (hypothesis, fixed seed): a bounded set here, many more in `make soak`.
+faults:
+	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
+
+soak:               ## long runs: 200 fault schedules (not part of make test)
+	FLEETSYNC_FAULT_EXAMPLES=200 $(BIN)/pytest tests/faults --timeout 7200 $(PYTEST_ARGS)
+
 e2e:
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
@@ -43,9 +50,16 @@ e2e-chart:
 e2e-kind:           ## the e2e suite on a kind cluster (needs a Docker engine; not run in CI)
 	bash tests/e2e/kind/run.sh
 
+# Everything the tests need, installed or reused: system packages (Debian), the virtualenv,
+# the control plane and helm built from Go modules (cached in ~/.cache/fleetsync).
+deps:
+	bash tests/tools/system-deps.sh
+	$(MAKE) --no-print-directory install
+	$(MAKE) --no-print-directory controlplane
+
 # Each phase is timed so slow ones show up in CI's log.
-test:
-	@for phase in lint typecheck layers unit integration e2e e2e-chart; do \
+test: deps
+	@for phase in lint typecheck layers unit integration faults e2e e2e-chart; do \
 	  start=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$phase || exit $$?; \
 	  echo "== phase $$phase took $$(( $$(date +%s) - start ))s"; \

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -161,3 +164,111 @@ async def test_an_unreachable_postgres_fails_without_printing_the_password(
     with pytest.raises(SinkError) as error:
         await sink.open()
     assert "s3cr3t-canary" not in str(error.value)
+
+
+# --- one bad record fails one item (issue 12) ------------------------------------------------
+
+# Values no sink stores, as a vendor's JSON can carry them (Python's json accepts all three).
+UNSTORABLE = json.loads('[NaN, Infinity, -Infinity, 1e999, {"deep": [1, NaN]}]')
+
+
+@pytest.mark.parametrize("bad", UNSTORABLE, ids=["nan", "inf", "-inf", "1e999", "nested"])
+async def test_an_unstorable_value_fails_only_its_record(make_sink: Any, bad: Any) -> None:
+    sink = await make_sink()
+    batch = [record(f"b-{i}", float(i)) for i in range(20)]
+    batch[7] = Record("b-7", {"power": bad, "updated_at": "x"}, {"id": "b-7"}, "bad", 1.0)
+    result = await sink.write_batch(batch)
+    assert list(result.failed) == ["b-7"]
+    assert "'power" in result.failed["b-7"], result.failed
+    assert any(w in result.failed["b-7"] for w in ("NaN", "Infinity")), result.failed
+    assert sorted(result.written) == sorted(f"b-{i}" for i in range(20) if i != 7)
+    state = await sink.read_state([f"b-{i}" for i in range(20)])
+    assert set(state) == set(result.written)
+
+
+def _sink_kind(sink: Any) -> str:
+    return type(sink).__name__.removesuffix("Sink").lower()
+
+
+# Values one store refuses that others keep: (value, words the reason must hold).
+REFUSED_BY = {
+    "dynamodb": [
+        (int("1" * 40), "40 significant digits"),
+        (1e200, "too large"),
+        (-1e-200, "too small"),
+        ({"nested": [1, int("9" * 39)]}, "39 significant digits"),
+    ],
+    "postgres": [(2**70, "outside the range of its bigint column"), ("a\x00b", "NUL")],
+    "sqlite": [(2**70, "beyond 64 bits")],
+}
+
+
+async def test_values_one_store_refuses_fail_only_their_records(make_sink: Any) -> None:
+    sink = await make_sink()
+    await sink.write_batch([record("seed", 1)])  # power: a number column where typed
+    cases = REFUSED_BY[_sink_kind(sink)]
+    batch = [record(f"v-{i}", float(i)) for i in range(3 * len(cases))]
+    for n, (value, _) in enumerate(cases):
+        batch[3 * n + 1] = Record(f"v-{3 * n + 1}", {"power": value}, {"id": f"v-{3 * n + 1}"},
+                                  "bad", 1.0)  # fmt: skip
+    result = await sink.write_batch(batch)
+    assert sorted(result.failed) == sorted(f"v-{3 * n + 1}" for n in range(len(cases)))
+    for n, (_, words) in enumerate(cases):
+        assert words in result.failed[f"v-{3 * n + 1}"], result.failed
+        assert "'power" in result.failed[f"v-{3 * n + 1}"]
+    assert len(result.written) == 2 * len(cases)
+    assert set(await sink.read_state([r.key for r in batch])) == {*result.written}
+
+
+async def test_a_record_the_server_refuses_is_isolated_from_its_batch(make_sink: Any) -> None:
+    """Refusals no check foresees: DynamoDB's 400 KB item limit, a PostgreSQL column
+    refusing text, a user's SQLite trigger… found by halving the refused batch."""
+    sink = await make_sink()
+    kind = _sink_kind(sink)
+    await sink.write_batch([record("seed", 1)])
+    if kind == "dynamodb":
+        bad = {"power": 1.0, "blob": "x" * 500_000}
+    elif kind == "postgres":
+        bad = {"power": "not a number"}  # power is a double precision column
+    else:
+        with contextlib.closing(sqlite3.connect(sink.path)) as db:
+            db.execute(
+                f'CREATE TRIGGER "{sink.table}_positive" BEFORE INSERT ON "{sink.table}" '
+                "WHEN NEW.power < 0 BEGIN SELECT RAISE(ABORT, 'power must be >= 0'); END"
+            )
+        bad = {"power": -1.0}
+    batch = [record(f"s-{i}", float(i)) for i in range(25)]
+    batch[11] = Record("s-11", bad, {"id": "s-11"}, "bad", 1.0)
+    result = await sink.write_batch(batch)
+    assert list(result.failed) == ["s-11"], result.failed
+    assert "refused" in result.failed["s-11"]
+    assert len(result.written) == 24
+    assert len(await sink.read_state([r.key for r in batch])) == 24
+
+
+# --- groups keep every member (issue 12 item 4) -----------------------------------------------
+
+
+async def test_dead_letters_keep_every_member_of_a_key(make_sink: Any) -> None:
+    sink = await make_sink()
+    group = [DeadLetter("m-1", f"bad reading {i}", 1, {"id": "m-1", "i": i}, 5.0, str(i))
+             for i in range(4)]  # fmt: skip
+    other = DeadLetter("m-2", "bad", 1, {"id": "m-2"}, 5.0, "9")
+    await sink.write_dead_letters("run-g", [*group, other])
+    await sink.write_dead_letters("run-g", group[:1])  # written again: still one letter
+    read = await sink.read_dead_letters("run-g")
+    assert [(d.key, d.member, d.reason) for d in read] == [
+        *(("m-1", str(i), f"bad reading {i}") for i in range(4)),
+        ("m-2", "9", "bad"),
+    ]
+    assert read[2].item == {"id": "m-1", "i": 2}
+    await sink.clear_dead_letters("run-g", ["m-1"])
+    assert [(d.key, d.member) for d in await sink.read_dead_letters("run-g")] == [("m-2", "9")]
+
+
+async def test_a_dead_letter_of_an_unstorable_item_is_kept(make_sink: Any) -> None:
+    sink = await make_sink()
+    item = json.loads('{"id": "n-1", "power": NaN, "note": "a\\u0000b"}')
+    await sink.write_dead_letters("run-n", [DeadLetter("n-1", "NaN", 1, item, 5.0, "0")])
+    (letter,) = await sink.read_dead_letters("run-n")
+    assert letter.key == "n-1" and letter.item["power"] == "nan"

@@ -41,7 +41,9 @@ class MemorySink:
 
     def __init__(self, *, monotonic: bool = False, fail_keys: Sequence[str] = ()) -> None:
         self.rows: dict[str, Record] = {}
-        self.letters: dict[tuple[str, str], DeadLetter] = {}
+        # (run, key, member), or (run, key) for a letter without a member: groups keep
+        # every member, as in the real sinks.
+        self.letters: dict[tuple[str, ...], DeadLetter] = {}
         self.monotonic = monotonic
         self.fail_keys = set(fail_keys)
         self.batches: list[list[str]] = []
@@ -89,11 +91,13 @@ class MemorySink:
     async def write_dead_letters(self, run: str, letters: Sequence[DeadLetter]) -> None:
         self._cost.calls += 1
         for letter in letters:
-            self.letters[(run, letter.key)] = letter
+            member = (letter.member,) if letter.member else ()
+            self.letters[(run, letter.key, *member)] = letter
 
     async def read_dead_letters(self, run: str, limit: int | None = None) -> list[DeadLetter]:
-        return [v for (r, _), v in self.letters.items() if r == run][:limit]
+        letters = sorted((k, v) for k, v in self.letters.items() if k[0] == run)
+        return [v for _, v in letters][:limit]
 
     async def clear_dead_letters(self, run: str, keys: Sequence[str]) -> None:
-        for key in keys:
-            self.letters.pop((run, key), None)
+        for letter in [k for k in self.letters if k[0] == run and k[1] in set(keys)]:
+            del self.letters[letter]

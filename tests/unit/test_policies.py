@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 
 import pytest
@@ -143,6 +144,32 @@ def test_latency_gradient_stops_growth_at_the_knee() -> None:
         clock.now += 0.001
         limit.on_success(0.05 * max(1.0, limit.limit / 20))
     assert 15 <= limit.limit <= 60
+
+
+@pytest.mark.parametrize("spread", [1.5, 3.0, 6.0])
+def test_a_wide_latency_spread_never_collapses_the_limit(spread: float) -> None:
+    # A vendor whose latency does not depend on our concurrency (log-normal, p99 = spread x
+    # p50): its fastest answers are far below the median, which must not read as queueing.
+    clock = Clock()
+    rng = random.Random(7)
+    sigma = math.log(spread) / 2.326
+    limit = AdaptiveConcurrency(Concurrency(initial=16, min=1, max=256), clock=clock)
+    for _ in range(20_000):
+        clock.now += 0.001
+        limit.on_success(0.05 * math.exp(rng.gauss(0, sigma)))
+    assert limit.limit >= 128
+
+
+def test_a_busy_client_slows_growth_but_the_limit_recovers() -> None:
+    # Five seconds in which every answer takes three times as long (our own event loop is
+    # busy), then normal again: the limit may dip, but it must climb back.
+    clock = Clock()
+    limit = AdaptiveConcurrency(Concurrency(initial=16, min=1, max=256), clock=clock)
+    for i in range(30_000):
+        clock.now += 0.001
+        busy = 5_000 <= i < 10_000
+        limit.on_success(0.15 if busy else 0.05)
+    assert limit.limit >= 128
 
 
 async def test_gate_admits_at_most_limit_and_follows_it_down() -> None:

@@ -6,6 +6,9 @@ A sink owns its own table(s): the records table, ``<table>_dead_letters`` (Dynam
 carries three bookkeeping attributes the engine needs for change detection and freshness:
 ``_fs_hash`` (hash of the mapped attributes), ``_fs_synced_at`` (epoch seconds, float) and,
 when ``monotonicOn`` is set, the monotonic attribute itself (a user attribute).
+
+A dead letter's identity is (run, key, member): items grouped by key (``orderBy``) fail one
+by one, and each must be kept and retried, so the engine gives each a ``member`` id.
 """
 
 from __future__ import annotations
@@ -54,13 +57,19 @@ class RecordState:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """An item that kept failing: the user can read it and ``fleetsync retry-failed`` it."""
+    """An item that kept failing: the user can read it and ``fleetsync retry-failed`` it.
+
+    ``member`` tells apart items that share a key (a group under ``orderBy``): the engine
+    sets it to a stable per-item id (the item's position in its shard's inventory stream).
+    Letters written before members existed read back with ``member == ""``.
+    """
 
     key: str
     reason: str
     attempts: int
     item: Mapping[str, JSONValue]
     failed_at: float
+    member: str = ""
 
 
 @dataclass(slots=True)
@@ -91,7 +100,11 @@ class Sink(Protocol):
     duplicate keys (last by ``order_value``), retry transient refusals (DynamoDB
     UnprocessedItems, throttling) with jittered backoff, and report what it could not
     write in ``WriteResult.failed`` rather than raise. It raises only when the whole sink
-    is unusable (:class:`fleetsync.errors.SinkError`).
+    is unusable (:class:`fleetsync.errors.SinkError`): transient failures (throttling,
+    connection resets, 5xx, a database restart) are retried within a bounded budget first,
+    and a record the sink cannot store (NaN, a number or value the store refuses) fails that
+    record alone. After a SinkError nothing is known about the batch; writing it again is
+    safe (every write is an idempotent upsert).
     """
 
     max_batch_size: int
@@ -111,9 +124,10 @@ class Sink(Protocol):
     async def write_batch(self, records: Sequence[Record]) -> WriteResult: ...
 
     async def write_dead_letters(self, run: str, letters: Sequence[DeadLetter]) -> None:
-        """Upsert dead letters of ``run`` (keyed by run and item key)."""
+        """Upsert dead letters of ``run`` (keyed by run, item key and member)."""
 
-    async def read_dead_letters(self, run: str, limit: int | None = None) -> list[DeadLetter]: ...
+    async def read_dead_letters(self, run: str, limit: int | None = None) -> list[DeadLetter]:
+        """Every member of every key, ordered by key then member."""
 
     async def clear_dead_letters(self, run: str, keys: Sequence[str]) -> None:
-        """Forget dead letters whose items have since been synced."""
+        """Forget dead letters whose items have since been synced: all members of ``keys``."""

@@ -3,11 +3,18 @@
 boto3 is synchronous: calls run in a bounded thread pool (its client is thread-safe) sized
 to boto3's connection pool. Keys come from the ``key`` templates (``PK: PLANT#{id}``).
 A batch touching one key twice is refused by DynamoDB, so duplicates are merged first.
-UnprocessedItems and throttling are retried with full-jitter backoff; what is still left
-fails those items with the reason. BatchWriteItem cannot carry a condition, so with
-``monotonicOn`` each record is a PutItem with ``attribute_not_exists OR #m <= :m``; a refused
-condition means the stored record is newer: that item is ``stale``. Dead letters are items
-``DLQ#<run>#<key>`` in the same table. Consumed write capacity is reported as cost.
+
+One bad record fails one item: each record is checked against DynamoDB's limits before it
+is sent (:mod:`fleetsync.sinks.dynamodb_values`), and when DynamoDB still refuses a batch
+(ValidationException, e.g. an item over 400 KB) the batch is halved until the refused
+record is alone; the others are written. Throttling, UnprocessedItems/Keys, connection
+errors and 5xx are retried on reads, writes and dead letters alike by the one policy
+(:mod:`fleetsync.sinks.dynamodb_calls`); only when its budget is spent does a call raise
+SinkError. BatchWriteItem cannot carry a condition, so with ``monotonicOn`` each record is a
+PutItem with ``attribute_not_exists OR #m <= :m``; a refused condition means the stored
+record is newer: that item is ``stale``. Dead letters are items ``DLQ#<run>#<key>#<member>``
+in the same table. Shards opening at once may race to create the table: the loser waits
+for it to become ACTIVE. Consumed write capacity is reported as cost.
 """
 
 from __future__ import annotations
@@ -15,70 +22,38 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import string
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
+from fleetsync.backoff import Backoff
 from fleetsync.errors import SinkError
 from fleetsync.sinks.base import DeadLetter, JSONValue, Record, RecordState, SinkCost, WriteResult
+from fleetsync.sinks.dynamodb_calls import Caller, Refused
+from fleetsync.sinks.dynamodb_values import (
+    KeyForEveryField,
+    Template,
+    from_dynamo,
+    put_request,
+    to_dynamo,
+    wire,
+)
 from fleetsync.sinks.merge import merge_batch
+from fleetsync.sinks.retry import Attempts, SinkRetry
+from fleetsync.sinks.values import json_text
 
 __all__ = ["DynamoDBSink"]
 
 T = TypeVar("T")
-_THROTTLES = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-}
 _POOL = 10  # boto3's default connection pool; more threads would only queue for it
-_ATTEMPTS = 8
-
-
-def _to_dynamo(value: Any) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, str | int):
-        return value
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, dict):
-        return {k: _to_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_dynamo(v) for v in value]
-    return str(value)
-
-
-def _from_dynamo(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _from_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_dynamo(v) for v in value]
-    return value
-
-
-class _KeyForEveryField(dict[str, JSONValue]):
-    def __init__(self, key: str) -> None:
-        super().__init__()
-        self._key = key
-
-    def __missing__(self, name: str) -> JSONValue:
-        return self._key
-
-
-class _Template(string.Formatter):
-    """``PLANT#{id}`` over the item; ``{key}`` is the fleet key. Missing fields are errors."""
-
-    def expand(self, template: str, item: Mapping[str, JSONValue], key: str) -> str:
-        values = item if isinstance(item, _KeyForEveryField) else {**item, "key": key}
-        return self.vformat(template, (), values)
+_WAIT_ACTIVE = SinkRetry(Backoff(base=0.5, cap=5.0, jitter="equal"), attempts=80, seconds=300)
+_MISSING = frozenset({"ResourceNotFoundException"})
+_IN_USE = frozenset({"ResourceInUseException"})
+_NEWER_OR_EQUAL = "attribute_not_exists(#k0) OR attribute_not_exists(#m) OR #m <= :m"
 
 
 class DynamoDBSink:
@@ -99,73 +74,94 @@ class DynamoDBSink:
         credentials: tuple[str, str] | None = None,
         create_table: bool = False,
         sleep: Callable[[float], None] = time.sleep,
+        retry: SinkRetry | None = None,
     ) -> None:
         self.table = table
         templates = key_template or {"PK": "{key}"}
         self.key_templates = {"PK": templates} if isinstance(templates, str) else dict(templates)
-        self.partition_key = next(iter(self.key_templates))
         self.ttl_attribute, self.ttl_days = ttl_attribute, ttl_days
         self.monotonic_attribute = monotonic_attribute
         self.max_batch_size = min(batch_size, 25)
         self.create_table = create_table
-        self._sleep = sleep
         self._cost = SinkCost()
-        self._rng = random.Random()
+        self._calls = Caller(table, self._cost, retry or SinkRetry(), sleep, random.Random())
         session = boto3.session.Session(
             aws_access_key_id=credentials[0] if credentials else None,
             aws_secret_access_key=credentials[1] if credentials else None,
             region_name=region,
         )
-        config = Config(max_pool_connections=_POOL, retries={"max_attempts": 1, "mode": "standard"})
+        retries: Any = {"total_max_attempts": 1, "mode": "standard"}  # ours, not botocore's
+        config = Config(max_pool_connections=_POOL, retries=retries)
         # Typed as Any: boto3-stubs types items as AttributeValue unions, while this module
         # works with plain Python values through the resource layer's (de)serialisers.
         self._client: Any = session.client("dynamodb", endpoint_url=endpoint_url, config=config)
         self._resource: Any = session.resource("dynamodb", endpoint_url=endpoint_url, config=config)
         self._executor = ThreadPoolExecutor(max_workers=_POOL, thread_name_prefix="dynamodb")
-        self._template = _Template()
+        self._template = Template()
 
     @property
     def cost(self) -> SinkCost:
         return self._cost
 
-    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self._executor, fn, *args)
 
-    def _backoff(self, attempt: int) -> None:
-        self._sleep(self._rng.uniform(0, min(2.0, 0.05 * 2**attempt)))  # full jitter
+    def _call(self, tries: Attempts, what: str, fn: Callable[..., T], **kwargs: Any) -> T:
+        return self._calls.call(tries, what, fn, **kwargs)
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def _open(self) -> None:
+    def _describe(self) -> str:
+        """The table's status, or "missing"; other refusals make the sink unusable."""
         try:
-            self._client.describe_table(TableName=self.table)
-            return
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "ResourceNotFoundException":
-                raise SinkError(f"dynamodb {self.table}: {error}") from None
+            described = self._call(
+                self._calls.attempts(), "describe table", self._client.describe_table,
+                TableName=self.table, expected=_MISSING,
+            )  # fmt: skip
+        except Refused as refused:
+            if refused.code in _MISSING:
+                return "missing"
+            raise SinkError(f"dynamodb {self.table}: {refused.message}") from None
+        return str(described["Table"]["TableStatus"])
+
+    def _open(self) -> None:
+        status = self._describe()
+        if status == "missing":
             if not self.create_table:
                 raise SinkError(
                     f"dynamodb table {self.table!r} does not exist (set createTable: true)"
                 ) from None
-        except BotoCoreError as error:
-            raise SinkError(f"dynamodb {self.table}: {error}") from None
+            self._create()
+        elif status in ("ACTIVE", "UPDATING"):
+            return
+        self._wait_active()
+
+    def _create(self) -> None:
         keys = list(self.key_templates)
-        self._client.create_table(
-            TableName=self.table,
-            BillingMode="PAY_PER_REQUEST",
-            KeySchema=[
-                {"AttributeName": name, "KeyType": "HASH" if i == 0 else "RANGE"}
-                for i, name in enumerate(keys)
-            ],
-            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in keys],
-        )
-        self._client.get_waiter("table_exists").wait(
-            TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-        )
+        try:
+            self._call(
+                self._calls.attempts(), "create table", self._client.create_table,
+                expected=_IN_USE, TableName=self.table, BillingMode="PAY_PER_REQUEST",
+                KeySchema=[
+                    {"AttributeName": name, "KeyType": "HASH" if i == 0 else "RANGE"}
+                    for i, name in enumerate(keys)
+                ],
+                AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in keys],
+            )  # fmt: skip
+        except Refused as refused:
+            if refused.code not in _IN_USE:  # in use: another shard creates it; wait as it does
+                raise SinkError(f"dynamodb {self.table}: create: {refused.message}") from None
+
+    def _wait_active(self) -> None:
+        tries = Attempts(_WAIT_ACTIVE, random.Random())
+        while True:
+            status = self._describe()  # "missing": a racing CreateTable is not visible yet
+            if status in ("ACTIVE", "UPDATING"):
+                return
+            self._calls.wait(tries, "waiting for the table to become ACTIVE", f"status {status}")
 
     async def open(self) -> None:
-        self._cost.calls += 1
         await self._run(self._open)
 
     async def close(self) -> None:
@@ -177,61 +173,63 @@ class DynamoDBSink:
     def _key_of(self, key: str, item: Mapping[str, JSONValue]) -> dict[str, str]:
         return {n: self._template.expand(t, item, key) for n, t in self.key_templates.items()}
 
-    def _item(self, record: Record) -> dict[str, Any]:
-        item = {k: _to_dynamo(v) for k, v in record.attributes.items() if v is not None}
-        item.update(self._key_of(record.key, record.item))
-        item["_fs_key"] = record.key
-        item["_fs_hash"] = record.content_hash
-        item["_fs_synced_at"] = _to_dynamo(record.synced_at)
+    def _key_text(self, record: Record) -> str:
+        return json.dumps(self._key_of(record.key, record.item), sort_keys=True)
+
+    def _request(self, record: Record) -> dict[str, Any]:
+        """The record as a PutRequest on the wire; ValueError names why it cannot be one."""
+        try:
+            key = self._key_of(record.key, record.item)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"key template needs item field {error}") from None
+        expires = None
         if self.ttl_attribute and self.ttl_days:
-            item[self.ttl_attribute] = int(time.time() + self.ttl_days * 86400)
-        return item
+            expires = (self.ttl_attribute, int(time.time() + self.ttl_days * 86400))
+        return put_request(record, key, expires)
 
     # --- reads -----------------------------------------------------------------------------
 
     def _read(self, keys: Mapping[str, dict[str, str]]) -> dict[str, RecordState]:
         by_key = {json.dumps(k, sort_keys=True): key for key, k in keys.items()}
         out: dict[str, RecordState] = {}
-        pending = list(keys.values())
+        pending = [k for k in keys.values() if all(k.values())]  # empty keys cannot exist
+        for start in range(0, len(pending), 100):
+            self._read_chunk(pending[start : start + 100], by_key, out)
+        return out
+
+    def _read_chunk(
+        self, request: list[dict[str, str]], by_key: dict[str, str], out: dict[str, RecordState]
+    ) -> None:
         projection = ["_fs_key", "_fs_hash", "_fs_synced_at", *self.key_templates]
         if self.monotonic_attribute:
             projection.append(self.monotonic_attribute)
         names = {f"#p{i}": n for i, n in enumerate(projection)}
-        for chunk_start in range(0, len(pending), 100):
-            request: list[dict[str, str]] = pending[chunk_start : chunk_start + 100]
-            for attempt in range(_ATTEMPTS):
-                self._cost.calls += 1
-                response = self._resource.batch_get_item(
-                    RequestItems={
-                        self.table: {
-                            "Keys": request,
-                            "ProjectionExpression": ", ".join(names),
-                            "ExpressionAttributeNames": names,
-                        }
-                    },
+        tries = self._calls.attempts()
+        while request:
+            try:
+                response = self._call(
+                    tries, "read", self._resource.batch_get_item,
+                    RequestItems={self.table: {"Keys": request, "ExpressionAttributeNames": names,
+                                               "ProjectionExpression": ", ".join(names)}},
                     ReturnConsumedCapacity="TOTAL",
-                )
-                for used in response.get("ConsumedCapacity") or []:
-                    self._cost.read_units += float(used.get("CapacityUnits") or 0)
-                for row in response["Responses"].get(self.table, []):
-                    k = json.dumps({n: row[n] for n in self.key_templates}, sort_keys=True)
-                    key = by_key.get(k)
-                    if key is not None:
-                        mono = (
-                            row.get(self.monotonic_attribute) if self.monotonic_attribute else None
-                        )
-                        out[key] = RecordState(
-                            row.get("_fs_hash"),
-                            _from_dynamo(row.get("_fs_synced_at")),
-                            _from_dynamo(mono),
-                        )
-                request = (
-                    (response.get("UnprocessedKeys") or {}).get(self.table, {}).get("Keys", [])
-                )
-                if not request:
-                    break
-                self._backoff(attempt)
-        return out
+                )  # fmt: skip
+            except Refused:  # a key DynamoDB cannot hold cannot be stored: find the others
+                if len(request) > 1:
+                    half = len(request) // 2
+                    self._read_chunk(request[:half], by_key, out)
+                    self._read_chunk(request[half:], by_key, out)
+                return
+            for used in response.get("ConsumedCapacity") or []:
+                self._cost.read_units += float(used.get("CapacityUnits") or 0)
+            for row in response.get("Responses", {}).get(self.table, []):
+                found = json.dumps({n: row[n] for n in self.key_templates}, sort_keys=True)
+                if (key := by_key.get(found)) is not None:
+                    mono = row.get(self.monotonic_attribute) if self.monotonic_attribute else None
+                    at = from_dynamo(row.get("_fs_synced_at"))
+                    out[key] = RecordState(row.get("_fs_hash"), at, from_dynamo(mono))
+            request = (response.get("UnprocessedKeys") or {}).get(self.table, {}).get("Keys", [])
+            if request:
+                self._calls.wait(tries, "read", f"{len(request)} keys left unprocessed")
 
     async def read_state(self, keys: Sequence[str]) -> Mapping[str, RecordState]:
         """State by fleet key. The key templates are expanded with every field standing for
@@ -239,202 +237,168 @@ class DynamoDBSink:
         the key field only; otherwise reads miss and items are simply fetched and written."""
         if not keys:
             return {}
-        return await self._run(self._read, {k: self._key_of(k, _KeyForEveryField(k)) for k in keys})
+        return await self._run(self._read, {k: self._key_of(k, KeyForEveryField(k)) for k in keys})
 
     # --- writes ----------------------------------------------------------------------------
 
-    def _batch(self, records: Sequence[Record]) -> WriteResult:
-        result = WriteResult()
-        requests = [{"PutRequest": {"Item": self._item(r)}} for r in records]
-        keys_of = [json.dumps(self._key_of(r.key, r.item), sort_keys=True) for r in records]
-        by_item = dict(zip(keys_of, (r.key for r in records), strict=True))
-        for attempt in range(_ATTEMPTS):
-            self._cost.calls += 1
-            try:
-                response = self._client.batch_write_item(
-                    RequestItems={self.table: [self._serialize(r) for r in requests]},
-                    ReturnConsumedCapacity="TOTAL",
-                )
-            except ClientError as error:
-                if error.response["Error"]["Code"] in _THROTTLES:
-                    self._cost.throttles += 1
-                    self._backoff(attempt)
-                    continue
-                reason = f"dynamodb refused the batch: {error.response['Error']['Message']}"
-                result.failed.update({by_item[k]: reason for k in keys_of})
-                return result
-            for used in response.get("ConsumedCapacity") or []:
-                self._cost.write_units += float(used.get("CapacityUnits") or 0)
-            left = (response.get("UnprocessedItems") or {}).get(self.table, [])
-            self._cost.unprocessed_items += len(left)
-            left_keys = {
-                json.dumps(
-                    {n: self._plain(r["PutRequest"]["Item"][n]) for n in self.key_templates},
-                    sort_keys=True,
-                )
-                for r in left
-            }
-            result.written += [by_item[k] for k in keys_of if k not in left_keys]
-            if not left:
-                return result
-            keys_of = [k for k in keys_of if k in left_keys]
-            requests = [
-                {"PutRequest": {"Item": self._deserialize(r["PutRequest"]["Item"])}} for r in left
-            ]
-            self._backoff(attempt)
-        reason = f"dynamodb left the item unprocessed after {_ATTEMPTS} attempts"
-        result.failed.update({by_item[k]: reason for k in keys_of})
-        return result
+    def _send(self, requests: Sequence[dict[str, Any]], what: str) -> None:
+        """BatchWriteItem every request (chunks of 25) until all are processed."""
+        for start in range(0, len(requests), 25):
+            left = list(requests[start : start + 25])
+            tries = self._calls.attempts()
+            while left:
+                response = self._call(
+                    tries, what, self._client.batch_write_item,
+                    RequestItems={self.table: left}, ReturnConsumedCapacity="TOTAL",
+                )  # fmt: skip
+                for used in response.get("ConsumedCapacity") or []:
+                    self._cost.write_units += float(used.get("CapacityUnits") or 0)
+                left = (response.get("UnprocessedItems") or {}).get(self.table, [])
+                self._cost.unprocessed_items += len(left)
+                if left:
+                    self._calls.wait(tries, what, f"{len(left)} items left unprocessed")
 
-    def _serialize(self, request: dict[str, Any]) -> dict[str, Any]:
-        from boto3.dynamodb.types import TypeSerializer
+    def _batch(self, ready: Sequence[tuple[Record, dict[str, Any]]], result: WriteResult) -> None:
+        """Write ``ready``; a refused batch is halved until the refused record is alone."""
+        try:
+            self._send([request for _, request in ready], "write")
+        except Refused as refused:
+            if len(ready) == 1:
+                result.failed[ready[0][0].key] = f"dynamodb refused the item: {refused.message}"
+                return
+            half = len(ready) // 2
+            self._batch(ready[:half], result)
+            self._batch(ready[half:], result)
+            return
+        result.written += [record.key for record, _ in ready]
 
-        serializer = TypeSerializer()
-        item = request["PutRequest"]["Item"]
-        return {"PutRequest": {"Item": {k: serializer.serialize(v) for k, v in item.items()}}}
-
-    def _deserialize(self, item: dict[str, Any]) -> dict[str, Any]:
-        from boto3.dynamodb.types import TypeDeserializer
-
-        deserializer = TypeDeserializer()
-        return {k: deserializer.deserialize(v) for k, v in item.items()}
-
-    @staticmethod
-    def _plain(value: dict[str, Any]) -> Any:
-        return next(iter(value.values()))
-
-    def _put(self, record: Record) -> tuple[str, str | None]:
+    def _put(self, record: Record, request: dict[str, Any]) -> tuple[str, str | None]:
         """One conditional put: ('written'|'stale'|'failed', reason)."""
-        table = self._resource.Table(self.table)
         m = self.monotonic_attribute
         assert m is not None
-        key_names = list(self.key_templates)
-        condition = "attribute_not_exists(#k0) OR attribute_not_exists(#m) OR #m <= :m"
-        for attempt in range(_ATTEMPTS):
-            self._cost.calls += 1
-            try:
-                response = table.put_item(
-                    Item=self._item(record),
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={"#k0": key_names[0], "#m": m},
-                    ExpressionAttributeValues={":m": _to_dynamo(record.attributes.get(m))},
-                    ReturnConsumedCapacity="TOTAL",
-                )
-            except ClientError as error:
-                code = error.response["Error"]["Code"]
-                if code == "ConditionalCheckFailedException":
-                    self._cost.write_units += 1  # a refused conditional write still costs
-                    return "stale", None
-                if code in _THROTTLES:
-                    self._cost.throttles += 1
-                    self._backoff(attempt)
-                    continue
-                return "failed", f"dynamodb refused the item: {error.response['Error']['Message']}"
-            used = response.get("ConsumedCapacity") or {}
-            self._cost.write_units += float(used.get("CapacityUnits") or 1)
-            return "written", None
-        return "failed", f"dynamodb throttled the item {_ATTEMPTS} times"
+        try:
+            response = self._call(
+                self._calls.attempts(), "write", self._client.put_item, TableName=self.table,
+                Item=request["PutRequest"]["Item"],
+                ConditionExpression=_NEWER_OR_EQUAL,
+                ExpressionAttributeNames={"#k0": next(iter(self.key_templates)), "#m": m},
+                ExpressionAttributeValues=wire({":m": to_dynamo(record.attributes.get(m))}),
+                ReturnConsumedCapacity="TOTAL",
+            )  # fmt: skip
+        except Refused as refused:
+            if refused.code == "ConditionalCheckFailedException":
+                self._cost.write_units += 1  # a refused conditional write still costs
+                return "stale", None
+            return "failed", f"dynamodb refused the item: {refused.message}"
+        used = response.get("ConsumedCapacity") or {}
+        self._cost.write_units += float(used.get("CapacityUnits") or 1)
+        return "written", None
 
     async def write_batch(self, records: Sequence[Record]) -> WriteResult:
-        merged, superseded = merge_batch(
-            records, key=lambda r: json.dumps(self._key_of(r.key, r.item), sort_keys=True)
-        )
+        merged, superseded = merge_batch(records, key=self._safe_key_text)
         result = WriteResult()
-        if not merged:
-            return result
-        bad = {}
+        ready: list[tuple[Record, dict[str, Any]]] = []
         for record in merged:
             try:
-                self._key_of(record.key, record.item)
-            except (KeyError, IndexError, ValueError) as error:
-                bad[record.key] = f"key template needs item field {error}"
-        merged = [r for r in merged if r.key not in bad]
-        result.failed.update(bad)
+                ready.append((record, self._request(record)))
+            except ValueError as error:
+                result.failed[record.key] = str(error)
         if self.monotonic_attribute is None:
-            done = await self._run(self._batch, merged)
+            await self._run(self._batch, ready, result)
         else:
-            outcomes = await asyncio.gather(*(self._run(self._put, r) for r in merged))
-            done = WriteResult()
-            for record, (outcome, reason) in zip(merged, outcomes, strict=True):
+            outcomes = await asyncio.gather(*(self._run(self._put, r, q) for r, q in ready))
+            for (record, _), (outcome, reason) in zip(ready, outcomes, strict=True):
                 if outcome == "written":
-                    done.written.append(record.key)
+                    result.written.append(record.key)
                 elif outcome == "stale":
-                    done.stale.append(record.key)
+                    result.stale.append(record.key)
                 else:
-                    done.failed[record.key] = reason or "failed"
-        result.written += done.written
-        result.stale += done.stale
-        result.failed.update(done.failed)
-        written = set(done.written)
-        result.written += [
-            k
-            for k in superseded
-            if k not in written and k not in result.stale and k not in result.failed
-        ]
+                    result.failed[record.key] = reason or "failed"
+        done = set(result.written) | set(result.stale) | set(result.failed)
+        result.written += [k for k in dict.fromkeys(superseded) if k not in done]
         return result
+
+    def _safe_key_text(self, record: Record) -> str:
+        try:
+            return self._key_text(record)
+        except (KeyError, IndexError, ValueError):
+            return json.dumps({"_fs_key": record.key})  # fails in _request, with the reason
 
     # --- dead letters ----------------------------------------------------------------------
 
-    def _letter_key(self, run: str, key: str) -> dict[str, str]:
-        return dict.fromkeys(self.key_templates, f"DLQ#{run}#{key}")
+    def _letter_key(self, run: str, key: str, member: str) -> dict[str, str]:
+        value = f"DLQ#{run}#{key}" + (f"#{member}" if member else "")
+        return dict.fromkeys(self.key_templates, value)
 
     def _write_letters(self, run: str, letters: Sequence[DeadLetter]) -> None:
-        table = self._resource.Table(self.table)
-        with table.batch_writer(overwrite_by_pkeys=list(self.key_templates)) as writer:
-            for le in letters:
-                self._cost.calls += 1
-                writer.put_item(
-                    Item={
-                        **self._letter_key(run, le.key),
-                        "dlq_run": run,
-                        "_fs_key": le.key,
-                        "reason": le.reason,
-                        "attempts": le.attempts,
-                        "item": json.dumps(dict(le.item)),
-                        "failed_at": _to_dynamo(le.failed_at),
-                    }
-                )
+        requests: dict[str, dict[str, Any]] = {}  # one request per letter key: no duplicates
+        for le in letters:
+            key = self._letter_key(run, le.key, le.member)
+            item = {**key, "dlq_run": run, "_fs_key": le.key, "dlq_member": le.member,
+                    "reason": le.reason, "attempts": le.attempts, "item": json_text(le.item),
+                    "failed_at": to_dynamo(le.failed_at)}  # fmt: skip
+            requests[json.dumps(key)] = {"PutRequest": {"Item": wire(item)}}
+        self._send_letters(list(requests.values()))
+
+    def _send_letters(self, requests: list[dict[str, Any]]) -> None:
+        """A letter DynamoDB refuses (an item over 400 KB) is kept without its item."""
+        try:
+            self._send(requests, "write dead letters")
+        except Refused as refused:
+            if len(requests) > 1:
+                self._send_letters(requests[: len(requests) // 2])
+                self._send_letters(requests[len(requests) // 2 :])
+                return
+            item = dict(requests[0]["PutRequest"]["Item"])
+            item["item"] = {"S": json.dumps({"_fs_not_kept": refused.message})}
+            self._send([{"PutRequest": {"Item": item}}], "write dead letters")
 
     async def write_dead_letters(self, run: str, letters: Sequence[DeadLetter]) -> None:
         if letters:
             await self._run(self._write_letters, run, list(letters))
 
-    def _read_letters(self, run: str) -> list[DeadLetter]:
+    def _scan_letters(self, run: str) -> list[dict[str, Any]]:
         # A filtered Scan: fine for dead letters (few, read rarely, by a human or retry-failed).
         table = self._resource.Table(self.table)
-        out: list[DeadLetter] = []
+        rows: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "FilterExpression": "dlq_run = :r",
             "ExpressionAttributeValues": {":r": run},
         }
-        for _ in range(10_000):
-            self._cost.calls += 1
-            page = table.scan(**kwargs)
-            for row in page.get("Items", []):
-                out.append(
-                    DeadLetter(
-                        str(row["_fs_key"]),
-                        str(row["reason"]),
-                        int(row["attempts"]),
-                        json.loads(str(row["item"])),
-                        float(row["failed_at"]),
-                    )
-                )
+        tries = self._calls.attempts()
+        while True:
+            page = self._call(tries, "read dead letters", table.scan, **kwargs)
+            rows += page.get("Items", [])
             if "LastEvaluatedKey" not in page:
-                break
+                return rows
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return sorted(out, key=lambda d: d.key)
+
+    def _read_letters(self, run: str) -> list[DeadLetter]:
+        letters = [
+            DeadLetter(
+                str(row["_fs_key"]),
+                str(row["reason"]),
+                int(row["attempts"]),
+                json.loads(str(row["item"])),
+                float(row["failed_at"]),
+                str(row.get("dlq_member", "")),  # absent in letters written before members
+            )
+            for row in self._scan_letters(run)
+        ]
+        return sorted(letters, key=lambda d: (d.key, d.member))
 
     async def read_dead_letters(self, run: str, limit: int | None = None) -> list[DeadLetter]:
         letters = await self._run(self._read_letters, run)
         return letters if limit is None else letters[:limit]
 
     def _clear(self, run: str, keys: Sequence[str]) -> None:
-        table = self._resource.Table(self.table)
-        with table.batch_writer() as writer:
-            for key in keys:
-                self._cost.calls += 1
-                writer.delete_item(Key=self._letter_key(run, key))
+        wanted = set(keys)
+        requests = [
+            {"DeleteRequest": {"Key": wire({n: row[n] for n in self.key_templates})}}
+            for row in self._scan_letters(run)
+            if str(row["_fs_key"]) in wanted
+        ]
+        self._send(requests, "clear dead letters")
 
     async def clear_dead_letters(self, run: str, keys: Sequence[str]) -> None:
         if keys:

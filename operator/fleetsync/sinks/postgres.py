@@ -6,14 +6,24 @@ batch touching one conflict key twice would make PostgreSQL refuse the whole sta
 ("cannot affect row a second time"), so duplicates are merged first (last by orderBy).
 Columns are created as attributes first appear (typed by the first value, or as ``columns``
 says). The DSN can hold a password: it never appears in an error or a log line.
+
+One bad record fails one item: values no column can hold (NaN, NUL characters, an integer
+outside its column's range) are refused before sending, and when PostgreSQL still refuses
+the multi-row statement (a DataError, a constraint) the batch is halved until the refused
+record is alone; the others are written. A lost connection (a restart, a failover) is not
+a bad record: every statement reconnects and runs again, by the one backoff policy, until
+the budget (:mod:`fleetsync.sinks.retry`) is spent. Shards opening at once create and
+migrate the tables under a transaction-scoped advisory lock, so they never race.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -22,10 +32,16 @@ from psycopg.types.json import Jsonb
 from fleetsync.errors import SinkError
 from fleetsync.sinks.base import DeadLetter, JSONValue, Record, RecordState, SinkCost, WriteResult
 from fleetsync.sinks.merge import merge_batch
+from fleetsync.sinks.postgres_schema import BOOKKEEPING, ident, table_statements
+from fleetsync.sinks.postgres_values import column_refusal, no_nul, sql_type
+from fleetsync.sinks.retry import Attempts, SinkRetry
+from fleetsync.sinks.values import json_safe
 
 __all__ = ["PostgresSink", "redact_dsn"]
 
-_BOOKKEEPING = ("key", "_fs_hash", "_fs_synced_at")
+T = TypeVar("T")
+Connection = psycopg.AsyncConnection[Any]
+_BOOKKEEPING = BOOKKEEPING
 
 
 def redact_dsn(text: str) -> str:
@@ -34,16 +50,15 @@ def redact_dsn(text: str) -> str:
     return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
 
 
-def _sql_type(value: JSONValue) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "bigint"
-    if isinstance(value, float):
-        return "double precision"
-    if isinstance(value, dict | list):
-        return "jsonb"
-    return "text"
+def _first_line(error: BaseException) -> str:
+    return (redact_dsn(str(error)).splitlines() or [type(error).__name__])[0]
+
+
+def _lost(error: psycopg.Error) -> bool:
+    """Whether retrying on a fresh connection can help (not a refusal of the statement)."""
+    if isinstance(error, psycopg.errors.ProgramLimitExceeded):
+        return False  # e.g. an index row too large: the record, not the server
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 def _param(value: JSONValue) -> Any:
@@ -63,6 +78,7 @@ class PostgresSink:
         monotonic_attribute: str | None = None,
         columns: Mapping[str, str] | None = None,
         batch_size: int = 500,
+        retry: SinkRetry | None = None,
     ) -> None:
         self._dsn = dsn
         self.table = table
@@ -70,116 +86,187 @@ class PostgresSink:
         self.monotonic_attribute = monotonic_attribute
         self.column_types = dict(columns or {})
         self.max_batch_size = batch_size
+        self._retry = retry or SinkRetry()
+        self._rng = random.Random()
         self._cost = SinkCost()
-        self._connection: psycopg.AsyncConnection[Any] | None = None
-        self._columns: set[str] = set()
+        self._connection: Connection | None = None
+        self._columns: dict[str, str] = {}  # name -> PostgreSQL type
 
     @property
     def cost(self) -> SinkCost:
         return self._cost
 
-    def _ident(self, name: str) -> sql.Composable:
-        parts = name.split(".")
-        return sql.Identifier(*parts)
+    def _ident(self, name: str) -> sql.Identifier:
+        return ident(name)
 
     @property
-    def _letters(self) -> sql.Composable:
-        return self._ident(self.table + "_dead_letters")
+    def _letters(self) -> sql.Identifier:
+        return ident(self.table + "_dead_letters")
 
-    async def open(self) -> None:
-        try:
+    # --- connection and retries ------------------------------------------------------------
+
+    async def _connect(self) -> Connection:
+        if self._connection is None or self._connection.closed or self._connection.broken:
+            await self._drop()
             self._connection = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-        except psycopg.Error as error:
-            raise SinkError(f"postgres: cannot connect: {redact_dsn(str(error))}") from None
-        t = self._ident(self.table)
-        extra = [c for c in self.conflict_key if c not in _BOOKKEEPING]
-        definitions = [
-            sql.SQL("key text NOT NULL"),
-            sql.SQL("_fs_hash text"),
-            sql.SQL("_fs_synced_at double precision"),
-            *(
-                sql.SQL("{} {}").format(
-                    sql.Identifier(c), sql.SQL(self.column_types.get(c, "text"))
-                )
-                for c in extra
-            ),
-        ]
-        await self._execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(t, sql.SQL(", ").join(definitions))
-        )
-        index = sql.Identifier(self.table.split(".")[-1] + "_fs_conflict")
-        await self._execute(
-            sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                index, t, sql.SQL(", ").join(map(sql.Identifier, self.conflict_key))
-            )
-        )
-        if self.conflict_key != ["key"]:
-            key_index = sql.Identifier(self.table.split(".")[-1] + "_fs_key")
-            await self._execute(
-                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (key)").format(key_index, t)
-            )
-        await self._execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (run text NOT NULL, key text NOT NULL, "
-                "reason text NOT NULL, attempts integer NOT NULL, item jsonb NOT NULL, "
-                "failed_at double precision NOT NULL, PRIMARY KEY (run, key))"
-            ).format(self._letters)
-        )
-        await self._load_columns()
+        return self._connection
 
-    async def close(self) -> None:
+    async def _drop(self) -> None:
         if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+            connection, self._connection = self._connection, None
+            await connection.close()
+
+    async def _retrying(self, what: str, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """``work`` on a live connection, reconnecting and running it again while the
+        connection is what fails; other errors (refusals of the statement) propagate."""
+        tries = self._retry_attempts()
+        while True:
+            self._cost.calls += 1
+            try:
+                return await work(await self._connect())
+            except psycopg.Error as error:
+                if not _lost(error):
+                    raise
+                cause = _first_line(error)
+            if self._connection is not None and self._connection.broken:
+                await self._drop()
+            delay = tries.next_delay()
+            if delay is None:
+                raise SinkError(f"postgres {self.table}: {tries.gave_up(what, cause)}")
+            await asyncio.sleep(delay)
+
+    def _retry_attempts(self) -> Attempts:
+        return Attempts(self._retry, self._rng)
 
     async def _execute(
-        self, query: sql.SQL | sql.Composed, params: Sequence[Any] | None = None
+        self,
+        query: sql.SQL | sql.Composed,
+        params: Sequence[Any] | None = None,
+        what: str = "query",
+        *,
+        refusals: bool = False,
     ) -> list[Any]:
-        assert self._connection is not None, "open() first"
-        try:
-            async with self._connection.cursor() as cursor:
+        """Rows of ``query``; a refusal of the statement is a SinkError, or with
+        ``refusals`` the driver's error, for the caller to blame one record."""
+
+        async def run(connection: Connection) -> list[Any]:
+            async with connection.cursor() as cursor:
                 await cursor.execute(query, params)
                 return await cursor.fetchall() if cursor.description else []
-        except psycopg.OperationalError as error:
-            raise SinkError(f"postgres: {redact_dsn(str(error))}") from None
+
+        try:
+            return await self._retrying(what, run)
+        except psycopg.Error as error:
+            if refusals:
+                raise
+            raise SinkError(f"postgres {self.table}: {what}: {_first_line(error)}") from None
+
+    async def _locked(self, what: str, statements: Sequence[sql.Composed]) -> None:
+        """``statements`` in one transaction holding this table's advisory lock, so shards
+        creating or altering the tables at once take turns instead of colliding."""
+
+        async def run(connection: Connection) -> None:
+            async with connection.transaction(), connection.cursor() as cursor:
+                await cursor.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"fleetsync:{self.table}"]
+                )
+                for statement in statements:
+                    await cursor.execute(statement)
+
+        try:
+            await self._retrying(what, run)
+        except psycopg.Error as error:
+            raise SinkError(f"postgres {self.table}: {what}: {_first_line(error)}") from None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:  # fail fast here: a wrong host or password is no transient fault
+            await self._connect()
+        except psycopg.Error as error:
+            raise SinkError(f"postgres: cannot connect: {_first_line(error)}") from None
+        await self._locked(
+            "create tables", table_statements(self.table, self.conflict_key, self.column_types)
+        )
+        await self._migrate_letters()
+        await self._load_columns()
+
+    async def _migrate_letters(self) -> None:
+        """Dead letters tables from before members: add ``member`` to the primary key."""
+        connection = await self._connect()
+        name = self._letters.as_string(connection)
+        rows = await self._execute(
+            sql.SQL(
+                "SELECT conname, array_length(conkey, 1) FROM pg_constraint "
+                "WHERE conrelid = %s::regclass AND contype = 'p'"
+            ),
+            [name],
+            "read the dead letters table",
+        )
+        if not rows or rows[0][1] == 3:
+            return
+        await self._locked(
+            "migrate the dead letters table",
+            [
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS member text NOT NULL DEFAULT ''")
+                .format(self._letters),
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}, "
+                        "ADD PRIMARY KEY (run, key, member)")
+                .format(self._letters, sql.Identifier(rows[0][0])),
+            ],
+        )  # fmt: skip
+
+    async def close(self) -> None:
+        await self._drop()
 
     async def _load_columns(self) -> None:
         schema, _, name = self.table.rpartition(".")
         rows = await self._execute(
             sql.SQL(
-                "SELECT column_name FROM information_schema.columns "
+                "SELECT column_name, data_type FROM information_schema.columns "
                 "WHERE table_name = %s AND (%s = '' OR table_schema = %s)"
             ),
             [name, schema, schema],
+            "read columns",
         )
-        self._columns = {r[0] for r in rows}
+        self._columns = {r[0]: r[1] for r in rows}
+
+    def _column_type(self, name: str, value: JSONValue) -> str:
+        return self._columns.get(name) or self.column_types.get(name) or sql_type(value)
 
     async def _ensure_columns(self, records: Sequence[Record]) -> None:
+        new: dict[str, str] = {}
         for record in records:
             for name, value in record.attributes.items():
-                if name in self._columns:
-                    continue
-                kind = self.column_types.get(name) or _sql_type(value)
-                await self._execute(
-                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                        self._ident(self.table), sql.Identifier(name), sql.SQL(kind)
-                    )
+                if name not in self._columns and name not in new:
+                    new[name] = self._column_type(name, value)
+        if not new:
+            return
+        await self._locked(
+            "add columns",
+            [
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                    self._ident(self.table), sql.Identifier(name), sql.SQL(kind)
                 )
-                self._columns.add(name)
+                for name, kind in new.items()
+            ],
+        )
+        await self._load_columns()
+
+    # --- reads -----------------------------------------------------------------------------
 
     async def read_state(self, keys: Sequence[str]) -> Mapping[str, RecordState]:
         if not keys:
             return {}
-        self._cost.calls += 1
         m = self.monotonic_attribute
         mono = sql.Identifier(m) if m and m in self._columns else sql.SQL("NULL")
+        query = sql.SQL("SELECT key, _fs_hash, _fs_synced_at, {} FROM {} WHERE key = ANY(%s)")
         rows = await self._execute(
-            sql.SQL("SELECT key, _fs_hash, _fs_synced_at, {} FROM {} WHERE key = ANY(%s)").format(
-                mono, self._ident(self.table)
-            ),
-            [list(keys)],
+            query.format(mono, self._ident(self.table)), [no_nul(list(keys))], "read state"
         )
         return {r[0]: RecordState(r[1], r[2], r[3]) for r in rows}
+
+    # --- writes ----------------------------------------------------------------------------
 
     def _conflict_value(self, record: Record) -> tuple[object, ...]:
         return tuple(
@@ -187,24 +274,51 @@ class PostgresSink:
             for c in self.conflict_key
         )
 
+    def _refusal(self, record: Record) -> str | None:
+        if any(c != "key" and record.attributes.get(c) is None for c in self.conflict_key):
+            return f"conflict key {self.conflict_key} has an empty value"
+        return column_refusal(record.key, record.attributes, self._column_type)
+
     async def write_batch(self, records: Sequence[Record]) -> WriteResult:
         merged, superseded = merge_batch(records, key=self._conflict_value)
         result = WriteResult()
-        if not merged:
-            return result
-        missing = [
-            r.key
-            for r in merged
-            if any(c != "key" and r.attributes.get(c) is None for c in self.conflict_key)
-        ]
-        if missing:
-            for key in missing:
-                result.failed[key] = f"conflict key {self.conflict_key} has an empty value"
-            merged = [r for r in merged if r.key not in set(missing)]
-            if not merged:
-                return result
-        await self._ensure_columns(merged)
-        names = sorted({n for r in merged for n in r.attributes} - set(_BOOKKEEPING))
+        ready = []
+        for record in merged:
+            reason = self._refusal(record)
+            if reason is None:
+                ready.append(record)
+            else:
+                result.failed[record.key] = reason
+        if ready:
+            await self._ensure_columns(ready)
+            await self._upsert_isolating(ready, result)
+        done = set(result.written) | set(result.stale) | set(result.failed)
+        result.written += [k for k in dict.fromkeys(superseded) if k not in done]
+        return result
+
+    async def _upsert_isolating(self, records: Sequence[Record], result: WriteResult) -> None:
+        """Upsert ``records``; a refused statement is halved until the refused record is
+        alone (the statement is atomic: a refusal wrote nothing)."""
+        try:
+            done = await self._upsert(records)
+        except psycopg.Error as error:
+            if len(records) > 1:
+                half = len(records) // 2
+                await self._upsert_isolating(records[:half], result)
+                await self._upsert_isolating(records[half:], result)
+                return
+            column = getattr(error.diag, "column_name", None)
+            where = f" (column {column!r})" if column else ""
+            result.failed[records[0].key] = f"postgres refused the record{where}: " + _first_line(
+                error
+            )
+            return
+        for record in records:
+            (result.written if record.key in done else result.stale).append(record.key)
+        self._cost.write_units += len(done)
+
+    async def _upsert(self, records: Sequence[Record]) -> set[str]:
+        names = sorted({n for r in records for n in r.attributes} - set(_BOOKKEEPING))
         columns = ["key", "_fs_hash", "_fs_synced_at", *names]
         t = self._ident(self.table)
         updates = sql.SQL(", ").join(
@@ -213,12 +327,10 @@ class PostgresSink:
             if c not in self.conflict_key
         )
         guard: sql.Composable = sql.SQL("")
-        m = self.monotonic_attribute
-        if m:
-            q = sql.Identifier(m)
+        if m := self.monotonic_attribute:
             guard = sql.SQL(
                 " WHERE {t}.{q} IS NULL OR EXCLUDED.{q} IS NULL OR {t}.{q} <= EXCLUDED.{q}"
-            ).format(t=t, q=q)
+            ).format(t=t, q=sql.Identifier(m))
         row = sql.SQL("(") + sql.SQL(", ").join([sql.Placeholder()] * len(columns)) + sql.SQL(")")
         query = sql.SQL(
             "INSERT INTO {t} ({cols}) VALUES {rows} ON CONFLICT ({conflict}) DO UPDATE SET "
@@ -226,62 +338,52 @@ class PostgresSink:
         ).format(
             t=t,
             cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-            rows=sql.SQL(", ").join([row] * len(merged)),
+            rows=sql.SQL(", ").join([row] * len(records)),
             conflict=sql.SQL(", ").join(map(sql.Identifier, self.conflict_key)),
             updates=updates,
             guard=guard,
         )
         params: list[Any] = []
-        for record in merged:
+        for record in records:
             params += [record.key, record.content_hash, record.synced_at]
             params += [_param(record.attributes.get(n)) for n in names]
-        self._cost.calls += 1
-        try:
-            rows = await self._execute(query, params)
-        except psycopg.Error as error:
-            # A row the database refuses (a type mismatch, a constraint) fails this batch's
-            # items with the reason; the engine dead-letters them and goes on.
-            reason = f"postgres refused the batch: {redact_dsn(str(error)).splitlines()[0]}"
-            for record in merged:
-                result.failed[record.key] = reason
-            return result
-        done = {r[0] for r in rows}
-        for record in merged:
-            (result.written if record.key in done else result.stale).append(record.key)
-        result.written += [k for k in superseded if k not in done and k not in result.stale]
-        self._cost.write_units += len(done)
-        return result
+        return {r[0] for r in await self._execute(query, params, "write", refusals=True)}
+
+    # --- dead letters ----------------------------------------------------------------------
 
     async def write_dead_letters(self, run: str, letters: Sequence[DeadLetter]) -> None:
-        if not letters:
+        # One row per (key, member): a statement touching a row twice would be refused.
+        unique = list({(le.key, le.member): le for le in letters}.values())
+        if not unique:
             return
-        self._cost.calls += 1
-        row = sql.SQL("(%s, %s, %s, %s, %s, %s)")
+        row = sql.SQL("(%s, %s, %s, %s, %s, %s, %s)")
         query = sql.SQL(
-            "INSERT INTO {} (run, key, reason, attempts, item, failed_at) VALUES {} "
-            "ON CONFLICT (run, key) DO UPDATE SET reason = EXCLUDED.reason, "
+            "INSERT INTO {} (run, key, member, reason, attempts, item, failed_at) VALUES {} "
+            "ON CONFLICT (run, key, member) DO UPDATE SET reason = EXCLUDED.reason, "
             "attempts = EXCLUDED.attempts, item = EXCLUDED.item, failed_at = EXCLUDED.failed_at"
-        ).format(self._letters, sql.SQL(", ").join([row] * len(letters)))
+        ).format(self._letters, sql.SQL(", ").join([row] * len(unique)))
         params: list[Any] = []
-        for le in letters:
-            params += [run, le.key, le.reason, le.attempts, Jsonb(dict(le.item)), le.failed_at]
-        await self._execute(query, params)
+        for le in unique:
+            item = Jsonb(no_nul(json_safe(dict(le.item))))
+            params += [*no_nul([run, le.key, le.member, le.reason]), le.attempts, item]
+            params.append(le.failed_at)
+        await self._execute(query, params, "write dead letters")
 
     async def read_dead_letters(self, run: str, limit: int | None = None) -> list[DeadLetter]:
-        self._cost.calls += 1
         rows = await self._execute(
             sql.SQL(
-                "SELECT key, reason, attempts, item, failed_at FROM {} WHERE run = %s "
-                "ORDER BY key LIMIT %s"
+                "SELECT key, reason, attempts, item, failed_at, member FROM {} WHERE run = %s "
+                "ORDER BY key, member LIMIT %s"
             ).format(self._letters),
             [run, limit],
+            "read dead letters",
         )
-        return [DeadLetter(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return [DeadLetter(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     async def clear_dead_letters(self, run: str, keys: Sequence[str]) -> None:
         if keys:
-            self._cost.calls += 1
             await self._execute(
                 sql.SQL("DELETE FROM {} WHERE run = %s AND key = ANY(%s)").format(self._letters),
-                [run, list(keys)],
+                [run, no_nul(list(keys))],
+                "clear dead letters",
             )

@@ -5,6 +5,14 @@ processes of ``fleetsync run`` queue for the write lock instead of failing. Each
 one transaction: an ``INSERT … ON CONFLICT DO UPDATE … WHERE <monotonic guard>`` whose
 ``RETURNING`` tells which rows were written (the rest were stale). Attribute columns are
 added when a batch first carries them.
+
+One bad record fails one item. NaN and ±Infinity fail their record (with the reason
+naming the attribute) rather than being stored: SQLite silently turns NaN into NULL, JSON
+text of them is not JSON, and the other sinks refuse them too, so a run means the same
+whatever the sink. Integers beyond 64 bits fail likewise (sqlite3 cannot bind them). A
+record SQLite still refuses is found by halving the batch; the others are written.
+Dead letters are keyed by (run, key, member); an older table keyed by (run, key) is
+rebuilt with ``member = ''`` on open.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fleetsync.errors import SinkError
 from fleetsync.sinks.base import DeadLetter, JSONValue, Record, RecordState, SinkCost, WriteResult
 from fleetsync.sinks.merge import merge_batch
+from fleetsync.sinks.values import json_text, refusal
 
 __all__ = ["SqliteSink"]
 
@@ -34,6 +43,23 @@ def _affinity(value: JSONValue) -> str:
     if isinstance(value, float):
         return "REAL"
     return "TEXT"
+
+
+def _int64_problem(value: JSONValue) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return "is an integer beyond 64 bits, which SQLite cannot store"
+    return None
+
+
+# Refusals of one record (a value sqlite3 cannot bind or SQLite refuses), not of the sink.
+_RECORD_ERRORS = (
+    OverflowError,
+    ValueError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+)
 
 
 def _stored(value: JSONValue) -> object:
@@ -79,22 +105,44 @@ class SqliteSink:
 
     def _open(self) -> None:
         connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        connection.execute("PRAGMA busy_timeout=60000")  # first: shards open at once
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA busy_timeout=60000")
         t = _quote(self.table)
         connection.execute(
             f"CREATE TABLE IF NOT EXISTS {t} "
             "(key TEXT PRIMARY KEY, _fs_hash TEXT, _fs_synced_at REAL)"
         )
-        dl = _quote(self.table + "_dead_letters")
-        connection.execute(
-            f"CREATE TABLE IF NOT EXISTS {dl} (run TEXT NOT NULL, key TEXT NOT NULL, "
-            "reason TEXT NOT NULL, attempts INTEGER NOT NULL, item TEXT NOT NULL, "
-            "failed_at REAL NOT NULL, PRIMARY KEY (run, key))"
-        )
         self._connection = connection
+        self._letters_table()
         self._load_columns()
+
+    def _letters_table(self) -> None:
+        assert self._connection is not None
+        dl = _quote(self.table + "_dead_letters")
+        create = (
+            "CREATE TABLE IF NOT EXISTS {} (run TEXT NOT NULL, key TEXT NOT NULL, "
+            "member TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL, attempts INTEGER NOT NULL, "
+            "item TEXT NOT NULL, failed_at REAL NOT NULL, PRIMARY KEY (run, key, member))"
+        )
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")  # shard processes migrate one at a time
+        try:
+            connection.execute(create.format(dl))
+            columns = {row[1] for row in connection.execute(f"PRAGMA table_info({dl})")}
+            if "member" not in columns:  # a table from before members: rebuild it
+                old = _quote(self.table + "_dead_letters_old")
+                connection.execute(f"ALTER TABLE {dl} RENAME TO {old}")
+                connection.execute(create.format(dl))
+                connection.execute(
+                    f"INSERT INTO {dl} (run, key, reason, attempts, item, failed_at) "
+                    f"SELECT run, key, reason, attempts, item, failed_at FROM {old}"
+                )
+                connection.execute(f"DROP TABLE {old}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
 
     def _load_columns(self) -> None:
         assert self._connection is not None
@@ -182,19 +230,38 @@ class SqliteSink:
             raise
         return written
 
+    def _write_isolating(self, records: Sequence[Record], result: WriteResult) -> None:
+        """Write ``records``; a refused batch (rolled back whole) is halved until the
+        refused record is alone."""
+        self._cost.calls += 1
+        try:
+            done = set(self._write(records))
+        except _RECORD_ERRORS as error:
+            if len(records) == 1:
+                result.failed[records[0].key] = f"sqlite refused the record: {error}"
+                return
+            half = len(records) // 2
+            self._write_isolating(records[:half], result)
+            self._write_isolating(records[half:], result)
+            return
+        for record in records:
+            (result.written if record.key in done else result.stale).append(record.key)
+        self._cost.write_units += len(done)
+
     async def write_batch(self, records: Sequence[Record]) -> WriteResult:
         merged, superseded = merge_batch(records)
         result = WriteResult()
-        if not merged:
-            return result
-        self._cost.calls += 1
-        written = await self._run(self._write, merged)
-        assert isinstance(written, list)
-        done = set(written)
+        ready = []
         for record in merged:
-            (result.written if record.key in done else result.stale).append(record.key)
-        result.written += [k for k in superseded if k not in done and k not in result.stale]
-        self._cost.write_units += len(done)
+            reason = refusal(record.attributes, _int64_problem)
+            if reason is None:
+                ready.append(record)
+            else:
+                result.failed[record.key] = reason
+        if ready:
+            await self._run(self._write_isolating, ready, result)
+        done = set(result.written) | set(result.stale) | set(result.failed)
+        result.written += [k for k in dict.fromkeys(superseded) if k not in done]
         return result
 
     # --- dead letters ----------------------------------------------------------------------
@@ -203,11 +270,11 @@ class SqliteSink:
         assert self._connection is not None
         self._connection.executemany(
             f"INSERT INTO {_quote(self.table + '_dead_letters')} "
-            "(run, key, reason, attempts, item, failed_at) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(run, key) DO UPDATE SET reason = excluded.reason, "
+            "(run, key, member, reason, attempts, item, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(run, key, member) DO UPDATE SET reason = excluded.reason, "
             "attempts = excluded.attempts, item = excluded.item, failed_at = excluded.failed_at",
             [
-                (run, le.key, le.reason, le.attempts, json.dumps(dict(le.item)), le.failed_at)
+                (run, le.key, le.member, le.reason, le.attempts, json_text(le.item), le.failed_at)
                 for le in letters
             ],
         )
@@ -220,11 +287,11 @@ class SqliteSink:
     def _read_letters(self, run: str, limit: int | None) -> list[DeadLetter]:
         assert self._connection is not None
         rows = self._connection.execute(
-            f"SELECT key, reason, attempts, item, failed_at FROM "
-            f"{_quote(self.table + '_dead_letters')} WHERE run = ? ORDER BY key LIMIT ?",
+            f"SELECT key, reason, attempts, item, failed_at, member FROM "
+            f"{_quote(self.table + '_dead_letters')} WHERE run = ? ORDER BY key, member LIMIT ?",
             (run, -1 if limit is None else limit),
         ).fetchall()
-        return [DeadLetter(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+        return [DeadLetter(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
 
     async def read_dead_letters(self, run: str, limit: int | None = None) -> list[DeadLetter]:
         self._cost.calls += 1

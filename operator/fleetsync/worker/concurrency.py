@@ -4,8 +4,17 @@ Grow by one after ``limit`` successes (about one round trip at full concurrency)
 vendor's latency stays near its no-load baseline; shrink multiplicatively on 429s (x0.5)
 and errors (x0.8) — at most once per latency window, so one overshoot's burst of 429s halves
 once rather than collapsing to ``min`` — and gently (x0.9) when recent latency exceeds twice
-the baseline, which is how a vendor says "queueing" before it says 429. Hand-written: the
-libraries that do this (e.g. Netflix's concurrency-limits) are Java; nothing on PyPI fits.
+the baseline, which is how a vendor says "queueing" before it says 429.
+
+A latency cut is a hypothesis: "our concurrency made the vendor queue". If the next cut
+finds the recent median no lower than it was at the last cut, the hypothesis is wrong — the
+baseline was a lucky outlier of a wide latency spread, or the slowness is ours (a busy
+client's event loop) — so the baseline moves up to the present latency instead of cutting
+again. Without that check a vendor with a naturally wide spread, or a loaded machine,
+drove the limit to ``min`` and kept it there (7,000 items at 50 ms took 146 s instead of 8).
+
+Hand-written: the libraries that do this (e.g. Netflix's concurrency-limits) are Java;
+nothing on PyPI fits.
 """
 
 from __future__ import annotations
@@ -21,7 +30,9 @@ from fleetsync.api.v1alpha1.syncjob import Concurrency as ConcurrencySpec
 
 __all__ = ["AdaptiveConcurrency", "ConcurrencyGate"]
 
-_RECENT = 32
+_RECENT = 128  # answers the median is taken over: enough that its noise is far below 2x
+_TOLERANCE = 2.0  # recent median over baseline beyond which the vendor is taken to queue
+_IMPROVED = 0.95  # a cut worked if the median fell below this fraction of the one before it
 
 
 class AdaptiveConcurrency:
@@ -36,6 +47,7 @@ class AdaptiveConcurrency:
         self._baseline: float | None = None
         self._baseline_at = clock()
         self._last_decrease = -1e9
+        self._median_at_cut: float | None = None
         self.adaptive = spec.mode == "adaptive"
 
     @property
@@ -61,22 +73,45 @@ class AdaptiveConcurrency:
         if not self.adaptive:
             return
         self._recent.append(latency_seconds)
-        # The baseline follows the fastest answers, drifting upward slowly (doubling in about
-        # ten minutes) so a vendor that got permanently slower becomes its new normal.
-        now = self._clock()
-        if self._baseline is None or latency_seconds < self._baseline:
-            self._baseline = latency_seconds
-        else:
-            self._baseline *= 1 + (now - self._baseline_at) / 900
-        self._baseline_at = now
-        if len(self._recent) >= 8 and statistics.median(self._recent) > 2 * self._baseline:
-            self._decrease(0.9)
-            return
+        if len(self._recent) >= 8:
+            median = statistics.median(self._recent)
+            # The baseline is the lowest *median* seen (a single fast answer says nothing of
+            # the vendor's no-load latency), drifting upward slowly (doubling in about ten
+            # minutes) so a vendor that got permanently slower becomes its new normal.
+            now = self._clock()
+            if self._baseline is None or median < self._baseline:
+                self._baseline = median
+            else:
+                self._baseline *= 1 + (now - self._baseline_at) / 900
+            self._baseline_at = now
+            self._judge_last_cut(median, now)
+            if median > _TOLERANCE * self._baseline and self._latency_cut(median):
+                return
         self._successes += 1
         if self._successes >= self.limit:
             self._successes = 0
             self._limit += 1
             self._clamp()
+
+    def _latency_cut(self, median: float) -> bool:
+        """Cut for queueing (once per window); the next windows judge whether it helped."""
+        now = self._clock()
+        if self._median_at_cut is None and now - self._last_decrease >= self._window():
+            self._median_at_cut = median
+            self._decrease(0.9)
+        return True
+
+    def _judge_last_cut(self, median: float, now: float) -> None:
+        """Two windows after a latency cut: if the median did not fall, the latency is not
+        queueing we caused (see the module docstring), so it becomes the baseline."""
+        before = self._median_at_cut
+        if before is None or self._baseline is None:
+            return
+        if now - self._last_decrease < 2 * self._window():
+            return
+        if median > _IMPROVED * before:
+            self._baseline = max(self._baseline, median / _TOLERANCE)
+        self._median_at_cut = None
 
     def on_throttle(self) -> None:
         if self.adaptive:
