@@ -43,6 +43,7 @@ class RunState:
     breakers: dict[str, str] = field(default_factory=dict)
     scaled: float = 0.0
     throttled_at_scale: int = 0
+    may_want: Callable[[str], bool] | None = None  # rate-limit keys of its spec (reportauth)
     # One progress write at a time: a snapshot taken earlier must never land after a later.
     persisting: asyncio.Lock = field(default_factory=asyncio.Lock)
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from fleetsync.api.progress import ReplyWire, ReportWire
 from fleetsync.api.v1alpha1.syncschedule import SyncScheduleSpec
-from fleetsync.controller.build import TOKEN_AUDIENCE
+from fleetsync.controller.build import TOKEN_AUDIENCE, worker_service_account
 from fleetsync.controller.cache import Key, WatchCache, key_of
 from fleetsync.controller.failures import FailureBackoff
 from fleetsync.controller.intake import ReportIntake
@@ -30,6 +30,7 @@ from fleetsync.controller.kube import Kube, is_namespace_terminating
 from fleetsync.controller.metrics import ControllerMetrics
 from fleetsync.controller.namespaces import NamespaceWatch
 from fleetsync.controller.progress_store import ProgressStore, RunState
+from fleetsync.controller.reportauth import RunView, allowed_keys
 from fleetsync.controller.schedules import (
     apply_schedule,
     plan_invalid,
@@ -194,6 +195,22 @@ class Controller:
         """The API server's TokenReview status for a worker's token."""
         review = await self.kube.token_review(token, TOKEN_AUDIENCE)
         return review.get("status") or {}
+
+    def run_view(self, namespace: str, run: str) -> RunView | None:
+        """The run as the report server judges its reporters; None if not known here."""
+        key = (namespace, run)
+        state, body = self.runs.get(key), self.cache.syncjobs.get(key)
+        if state is None or body is None or body["metadata"].get("uid") != state.uid:
+            return None
+        if state.may_want is None:
+            state.may_want = allowed_keys(state.spec)
+        return RunView(
+            syncjob_uid=state.uid,
+            job=self.cache.jobs.get(key),
+            shards=state.plan.shards,
+            service_account=worker_service_account(state.spec, self.settings.worker),
+            may_want=state.may_want,
+        )
 
     def healthy(self) -> bool:
         """The reconcile loop has run recently."""

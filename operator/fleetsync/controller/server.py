@@ -2,38 +2,48 @@
 ``/metrics`` and ``/healthz``.
 
 A worker proves who it is with its projected service-account token (audience
-``fleetsync.dev``). The API server's TokenReview says which pod the token was issued for;
-the pod's labels say which run and shard it belongs to. A pod may report only for its
-own run and shard (403 otherwise), so worker pods need no Kubernetes RBAC at all.
-Reviews are cached by a hash of the token for a short while: one review per pod, not one
-per report.
+``fleetsync.dev``). The API server's TokenReview says which pod and ServiceAccount the
+token was issued for; reportauth.py then checks the report against the cluster (the pod is
+the run's Job's, the Job the SyncJob's, the shard the pod's), so worker pods need no
+Kubernetes RBAC at all. Reviews are cached by a hash of the token in a bounded TTL cache:
+one review per pod, not one per report. Every refusal is a 4xx (503 only for "not known
+here yet; retry"); no body, however malformed, gets a 500.
 
 The server sees the controller only through ``ReportDesk``: accept a report, persist a
-run, find a pod, review a token, say whether the loop is alive.
+run, find a pod, describe a run, review a token, say whether the loop is alive.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
+from cachetools import TTLCache
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fleetsync.api.progress import FINAL_STATES, ReplyWire, ReportWire
 from fleetsync.controller.build import LABEL_RUN, TOKEN_AUDIENCE
 from fleetsync.controller.metrics import ControllerMetrics
+from fleetsync.controller.reportauth import (
+    Identity,
+    Refusal,
+    RunView,
+    check_reporter,
+    parse_report,
+)
 
-__all__ = ["Identity", "ReportDesk", "ReportServer", "TokenReviewer"]
+__all__ = ["REPORT_MAX_BYTES", "Identity", "ReportDesk", "ReportServer", "TokenReviewer"]
 
 log = logging.getLogger("fleetsync.controller.server")
-COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+REPORT_MAX_BYTES = 1024 * 1024  # larger bodies get 413
 _POD_NAME = "authentication.kubernetes.io/pod-name"
 _POD_UID = "authentication.kubernetes.io/pod-uid"
+_METRIC_OF = {400: "invalid", 403: "forbidden", 413: "too-large", 503: "unknown-run"}
 
 
 class ReportDesk(Protocol):
@@ -45,34 +55,28 @@ class ReportDesk(Protocol):
 
     async def find_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
+    def run_view(self, namespace: str, run: str) -> RunView | None: ...
+
     async def review_token(self, token: str) -> Mapping[str, Any]: ...
 
     def healthy(self) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    namespace: str
-    pod: str
-    pod_uid: str | None
-
-
 class TokenReviewer:
-    def __init__(self, desk: ReportDesk, *, ttl: float = 60.0) -> None:
+    """TokenReviews, cached by token hash: at most ``size`` entries, each for ``ttl`` s."""
+
+    def __init__(self, desk: ReportDesk, *, ttl: float = 60.0, size: int = 10_000) -> None:
         self.desk = desk
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, Identity | None]] = {}
+        self._cache: TTLCache[str, Identity | None] = TTLCache(
+            maxsize=size, ttl=ttl, timer=time.monotonic
+        )
 
     async def review(self, token: str) -> Identity | None:
         digest = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
-        hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
+        if digest in self._cache:
+            return self._cache[digest]
         identity = self._identity(await self.desk.review_token(token))
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (now, identity)
+        self._cache[digest] = identity
         return identity
 
     @staticmethod
@@ -88,7 +92,11 @@ class TokenReviewer:
         if not pods:
             return None  # not a pod-bound token: cannot be tied to a shard
         uids = extra.get(_POD_UID) or [None]
-        return Identity(namespace=parts[2], pod=pods[0], pod_uid=uids[0])
+        return Identity(namespace=parts[2], service_account=parts[3], pod=pods[0], pod_uid=uids[0])
+
+
+def _refuse(refusal: Refusal) -> web.Response:
+    return web.json_response({"error": refusal.reason}, status=refusal.status)
 
 
 class ReportServer:
@@ -100,7 +108,7 @@ class ReportServer:
         self.port: int | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=REPORT_MAX_BYTES)
         app.router.add_post("/v1/report", self.report)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/healthz", self.healthz)
@@ -134,34 +142,47 @@ class ReportServer:
         if identity is None:
             metric.labels("unauthenticated").inc()
             return web.json_response({"error": "token not accepted"}, status=401)
+        parsed = await self._read(request)
+        refusal = parsed if isinstance(parsed, Refusal) else await self._check(identity, parsed)
+        if refusal is not None:
+            metric.labels(_METRIC_OF.get(refusal.status, "forbidden")).inc()
+            if refusal.status == 403:
+                log.warning(
+                    "refused a report from pod %s/%s: %s",
+                    identity.namespace,
+                    identity.pod,
+                    refusal.reason,
+                )
+            return _refuse(refusal)
+        assert not isinstance(parsed, Refusal)
+        return await self._accept(identity, parsed)
+
+    async def _read(self, request: web.Request) -> ReportWire | Refusal:
+        """The body as a report: 413 past ``REPORT_MAX_BYTES``, 400 naming the field."""
         try:
-            report: ReportWire = await request.json()
-            run, shard, pod_name = report["run"], int(report["shard"]), report["pod"]
-        except (ValueError, KeyError, TypeError):
-            metric.labels("invalid").inc()
-            return web.json_response({"error": "malformed report"}, status=400)
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return Refusal(413, f"a report may not exceed {REPORT_MAX_BYTES} bytes")
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            return Refusal(400, "body: not a JSON document")
+        return parse_report(body)
+
+    async def _check(self, identity: Identity, report: ReportWire) -> Refusal | None:
         pod = await self._pod(identity)
-        meta = (pod or {}).get("metadata") or {}
-        labels = meta.get("labels") or {}
-        annotations = meta.get("annotations") or {}
-        if (
-            pod is None
-            or labels.get(LABEL_RUN) != run
-            or annotations.get(COMPLETION_INDEX) != str(shard)
-            or pod_name != identity.pod
-        ):
-            metric.labels("forbidden").inc()
-            log.warning(
-                "refused a report for %s/%s shard %s from pod %s/%s",
-                identity.namespace,
-                run,
-                shard,
-                identity.namespace,
-                identity.pod,
-            )
-            return web.json_response(
-                {"error": "this pod may report only for its own run and shard"}, status=403
-            )
+        if pod is None:
+            return Refusal(403, "the token's pod is not known")
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if labels.get(LABEL_RUN) != report["run"]:
+            return Refusal(403, "this pod may report only for its own run")
+        view = self.desk.run_view(identity.namespace, report["run"])
+        if view is None:
+            return Refusal(503, "run not known yet; retry")
+        return check_reporter(identity, report, pod, view)
+
+    async def _accept(self, identity: Identity, report: ReportWire) -> web.Response:
+        metric = self.metrics.reports
         reply = self.desk.accept_report(identity.namespace, report)
         if reply is None:
             metric.labels("unknown-run").inc()
