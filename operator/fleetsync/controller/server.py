@@ -142,8 +142,7 @@ class ReportServer:
         if identity is None:
             metric.labels("unauthenticated").inc()
             return web.json_response({"error": "token not accepted"}, status=401)
-        parsed = await self._read(request)
-        refusal = parsed if isinstance(parsed, Refusal) else await self._check(identity, parsed)
+        refusal, report = await self._judge(identity, request)
         if refusal is not None:
             metric.labels(_METRIC_OF.get(refusal.status, "forbidden")).inc()
             if refusal.status == 403:
@@ -154,32 +153,35 @@ class ReportServer:
                     refusal.reason,
                 )
             return _refuse(refusal)
-        assert not isinstance(parsed, Refusal)
-        return await self._accept(identity, parsed)
+        assert report is not None
+        return await self._accept(identity, report)
 
-    async def _read(self, request: web.Request) -> ReportWire | Refusal:
-        """The body as a report: 413 past ``REPORT_MAX_BYTES``, 400 naming the field."""
+    async def _judge(
+        self, identity: Identity, request: web.Request
+    ) -> tuple[Refusal | None, ReportWire | None]:
+        """Who may say this, then is it well formed: 413, 403 for another run, 400, 403."""
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return Refusal(413, f"a report may not exceed {REPORT_MAX_BYTES} bytes")
+            return Refusal(413, f"a report may not exceed {REPORT_MAX_BYTES} bytes"), None
+        pod = await self._pod(identity)
+        if pod is None:
+            return Refusal(403, "the token's pod is not known"), None
+        own_run = ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN)
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
-            return Refusal(400, "body: not a JSON document")
-        return parse_report(body)
-
-    async def _check(self, identity: Identity, report: ReportWire) -> Refusal | None:
-        pod = await self._pod(identity)
-        if pod is None:
-            return Refusal(403, "the token's pod is not known")
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        if labels.get(LABEL_RUN) != report["run"]:
-            return Refusal(403, "this pod may report only for its own run")
+            return Refusal(400, "body: not a JSON document"), None
+        claimed = body.get("run") if isinstance(body, dict) else None
+        if isinstance(claimed, str) and claimed != own_run:
+            return Refusal(403, "this pod may report only for its own run"), None
+        report = parse_report(body)
+        if isinstance(report, Refusal):
+            return report, None
         view = self.desk.run_view(identity.namespace, report["run"])
         if view is None:
-            return Refusal(503, "run not known yet; retry")
-        return check_reporter(identity, report, pod, view)
+            return Refusal(503, "run not known yet; retry"), None
+        return check_reporter(identity, report, pod, view), report
 
     async def _accept(self, identity: Identity, report: ReportWire) -> web.Response:
         metric = self.metrics.reports
