@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from typing import Any
 
 import pytest
+from conftest import SYNCJOB, SYNCJOB_KEY, controller_knowing_syncjob
 
 from fleetsync.controller.cache import WatchCache
 from fleetsync.controller.failures import BACKOFF_CAP_SECONDS, FailureBackoff
@@ -52,3 +54,31 @@ def test_a_failing_object_backs_off_within_its_bounds(caplog: pytest.LogCaptureF
     assert sum(1 for r in caplog.records if r.exc_info) == 1  # one traceback, then one-liners
     backoff.succeeded("SyncJob", key)
     assert backoff.attempts("SyncJob", key) == 0 and backoff.due("SyncJob", key, 0.0)
+
+
+class Refusing:
+    """An API that refuses every create: the SyncJob's reconcile keeps failing."""
+
+    def __init__(self) -> None:
+        self.creates = 0
+
+    async def read_config_map(self, namespace: str, name: str) -> None:
+        return None
+
+    async def create(self, body: dict[str, Any]) -> bool:
+        self.creates += 1
+        raise RuntimeError("admission webhook unavailable")
+
+
+async def test_the_loop_backs_a_failing_object_off_and_retries_a_new_generation() -> None:
+    api = Refusing()
+    controller = controller_knowing_syncjob(api)
+    controller.failures = FailureBackoff(60.0)  # a first retry 30-60 s later, not a tick
+    await controller.reconcile_all()
+    await controller.reconcile_all()  # the next tick: still backing off
+    assert api.creates == 1 and controller.failures.attempts("SyncJob", SYNCJOB_KEY) == 1
+    edited = copy.deepcopy(SYNCJOB)
+    edited["metadata"]["generation"] = 2
+    controller.remember("SyncJob", "MODIFIED", edited)
+    await controller.reconcile_all()  # someone changed it: tried at once
+    assert api.creates == 2
