@@ -18,6 +18,7 @@ from fleetsync.controller.schedules import (
     plan_invalid,
     plan_schedule,
     spec_errors,
+    status_changed,
 )
 
 
@@ -229,3 +230,13 @@ def test_a_tick_in_the_skipped_hour_runs_when_cronjob_would() -> None:
     hourly = spec(schedule="0 * * * *", timeZone="Europe/Berlin")
     ran = simulate(hourly, utc(2026, 3, 28, 23, 30), utc(2026, 3, 29, 1, 30))
     assert ran == [utc(2026, 3, 29, 0, 0), utc(2026, 3, 29, 1, 0)]  # 01:00 CET, 03:00 CEST
+
+
+def test_a_steady_schedule_writes_no_status() -> None:
+    first = plan_schedule(schedule(), spec(suspend=True), [], TEN)
+    assert status_changed(first.status, schedule()["status"])
+    # What the API server keeps: nulls removed by the merge patch, unknown fields pruned.
+    stored = {k: v for k, v in first.status.items() if v is not None and k != "observedGeneration"}
+    again = plan_schedule(schedule(stored), spec(suspend=True), [], TEN + 60)
+    assert not status_changed(again.status, stored)
+    assert status_changed({**stored, "missed": 1}, stored)

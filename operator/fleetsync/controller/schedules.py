@@ -22,7 +22,7 @@ from fleetsync.api.constants import (
     Phase,
 )
 from fleetsync.api.v1alpha1.status import Condition
-from fleetsync.api.v1alpha1.syncschedule import SyncScheduleSpec
+from fleetsync.api.v1alpha1.syncschedule import SyncScheduleSpec, SyncScheduleStatus
 from fleetsync.controller.build import run_labels
 from fleetsync.controller.cache import Body, Key
 from fleetsync.controller.conditions import merge_conditions
@@ -40,9 +40,11 @@ __all__ = [
     "plan_schedule",
     "run_body",
     "spec_errors",
+    "status_changed",
 ]
 
 INVALID_SPEC = "InvalidSpec"
+_KNOWN = frozenset(field.alias or name for name, field in SyncScheduleStatus.model_fields.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,5 +292,13 @@ async def apply_schedule(
     status = dict(decision.status)
     status["active"] = [a for a in status["active"] if "uid" in a or a["name"] not in refused]
     metrics.observe_schedule(key[1], key[0], status)
-    if status != (schedule.get("status") or {}):
+    if status_changed(status, schedule.get("status") or {}):
         await kube.patch_schedule_status(*key, status)
+
+
+def status_changed(new: Body, stored: Body) -> bool:
+    """Whether ``new`` differs from what the API server stored. A merge patch's nulls
+    remove fields, and fields the CRD's schema does not know (``observedGeneration`` until
+    SyncScheduleStatus has it) are pruned: neither may cause a write on every tick."""
+    wanted = {k: v for k, v in new.items() if v is not None and (k in stored or k in _KNOWN)}
+    return wanted != {k: v for k, v in stored.items() if v is not None}
