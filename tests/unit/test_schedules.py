@@ -214,6 +214,10 @@ def test_a_tick_in_the_repeated_hour_runs_once() -> None:
     nightly = spec(schedule="30 2 * * *", timeZone="Europe/Berlin")
     ran = simulate(nightly, utc(2026, 10, 24, 22, 0), utc(2026, 10, 25, 4, 0))
     assert ran == [utc(2026, 10, 25, 0, 30)]  # 02:30 CEST, not again at 02:30 CET
+    # Away through the first 02:45 and back at 02:10 CET: that 02:45 CEST was the latest.
+    late = due_tick(spec(schedule="45 2 * * *", timeZone="Europe/Berlin"),
+                    utc(2026, 10, 24, 22, 0), utc(2026, 10, 25, 1, 10))  # fmt: skip
+    assert late is not None and late.time == utc(2026, 10, 25, 0, 45)
     hourly = spec(schedule="0 * * * *", timeZone="Europe/Berlin")
     ran = simulate(hourly, utc(2026, 10, 24, 22, 30), utc(2026, 10, 25, 2, 30))
     # 01:00 CEST, 02:00 CEST, (02:00 CET skipped), 03:00 CET

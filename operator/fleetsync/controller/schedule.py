@@ -110,9 +110,12 @@ def _ticks_after(spec: SyncScheduleSpec, after: float) -> Iterator[float]:
 
 
 def _latest(spec: SyncScheduleSpec, now: float) -> float | None:
-    """The latest tick ≤ ``now`` (a wall time up to the DST slack ahead may map before now)."""
+    """The latest tick ≤ ``now``. In the second pass of a repeated hour, wall times up to
+    the DST slack ahead of now's first showed before now: the search starts past them."""
     zone = ZoneInfo(spec.time_zone)
-    for wall in _walls(spec, _wall(now, zone) + _DST_SLACK, forward=False):
+    local = datetime.fromtimestamp(now, zone)
+    ahead = _DST_SLACK if local.fold else timedelta(minutes=1)
+    for wall in _walls(spec, local.replace(tzinfo=None) + ahead, forward=False):
         epoch = _instant(wall, zone)
         if epoch is not None and epoch <= now:
             return epoch
