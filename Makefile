@@ -4,14 +4,19 @@ PY      := $(VENV)/bin/python
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install deps demo test lint typecheck layers unit integration faults soak e2e e2e-chart e2e-kind bench controlplane clean
+.PHONY: install deps demo test lint typecheck layers unit fuzz integration docs faults soak e2e e2e-chart e2e-kind bench controlplane clean
 
 install:            ## create the virtualenv and install fleetsync with its dev tools
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 
-demo:               ## the quickstart: simulator + `fleetsync run` into SQLite
+# The virtualenv, made once: `make demo` on a fresh clone installs first (`make install`
+# always reinstalls).
+$(BIN)/fleetsync:
+	$(MAKE) --no-print-directory install
+
+demo: $(BIN)/fleetsync  ## the quickstart: simulator + `fleetsync run` into SQLite (installs if needed)
 	$(BIN)/fleetsync demo
 
 lint:
@@ -30,11 +35,19 @@ unit:
 integration:
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-# Fault schedules (hypothesis, fixed seed): a bounded set here, many more in `make soak`.
+# Every shell block of README.md, docs/README.md and examples/README.md, run as written.
+docs:
+	$(BIN)/pytest tests/docs $(PYTEST_ARGS)
+
+# Hypothesis suites with a fixed seed: a bounded set here, many more in `make soak`.
+fuzz:
+	$(BIN)/pytest tests/fuzz $(PYTEST_ARGS)
+
 faults:
 	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
 
-soak:               ## long runs: 200 fault schedules (not part of make test)
+soak:               ## long runs: 5,000 fuzz examples, 200 fault schedules (not in make test)
+	FLEETSYNC_FUZZ_PROFILE=soak $(BIN)/pytest tests/fuzz --timeout 7200 $(PYTEST_ARGS)
 	FLEETSYNC_FAULT_EXAMPLES=200 $(BIN)/pytest tests/faults --timeout 7200 $(PYTEST_ARGS)
 
 e2e:
@@ -59,7 +72,7 @@ deps:
 
 # Each phase is timed so slow ones show up in CI's log.
 test: deps
-	@for phase in lint typecheck layers unit integration faults e2e e2e-chart; do \
+	@for phase in lint typecheck layers unit fuzz integration docs faults e2e e2e-chart; do \
 	  start=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$phase || exit $$?; \
 	  echo "== phase $$phase took $$(( $$(date +%s) - start ))s"; \
@@ -68,6 +81,7 @@ test: deps
 controlplane:       ## build (or reuse) kube-apiserver, kube-controller-manager, etcd, kubectl, helm
 	bash tests/e2e/controlplane/build.sh
 	bash tests/tools/helm.sh
+	bash tests/tools/health/build.sh
 
 bench:              ## benchmarks; writes bench/results.md (not part of CI's pass/fail)
 	$(PY) -m bench.run

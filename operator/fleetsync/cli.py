@@ -80,9 +80,27 @@ def run(
 
 
 @cli.command()
-@click.option("--items", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("demo.db"))
+@click.option(
+    "--items",
+    type=click.IntRange(1, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="Plants to sync (spread over the three simulated vendors).",
+)
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: live progress and a summary; json: one summary line.",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("demo.db"),
+    show_default=True,
+    help="The SQLite file to write (table plants), relative to the current directory.",
+)
 def demo(items: int, output: str, db: Path) -> None:
     """The quickstart: start the vendor simulator and sync a fleet into SQLite."""
     from fleetsync.local.demo import run_demo
@@ -213,16 +231,44 @@ def validate(manifest: Path) -> None:
 
 @cli.command("dead-letters")
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--run", "run_name", help="Run name (default: the manifest's name).")
-@click.option("--secrets-dir", type=click.Path(file_okay=False))
-def dead_letters(manifest: Path, run_name: str | None, secrets_dir: str | None) -> None:
-    """List a run's dead letters (key, attempts, reason) as JSON lines."""
+@click.option(
+    "--run",
+    "run_name",
+    help="Run name (default: the manifest's metadata.name; retry-failed runs are <name>-retry).",
+)
+@click.option(
+    "--secrets-dir",
+    type=click.Path(file_okay=False),
+    help="Secrets for the sink (e.g. a PostgreSQL DSN) as <name>/<key> files.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".fleetsync"),
+    show_default=True,
+    help="Where `fleetsync run` kept its runs (runs/<name>/): a run named there is known.",
+)
+def dead_letters(
+    manifest: Path, run_name: str | None, secrets_dir: str | None, state_dir: Path
+) -> None:
+    """List a run's dead letters (key, attempts, reason) as JSON lines.
+
+    An unknown --run (no dead letters under that name and no local run of it) exits 64.
+    """
     from fleetsync.local.retry import read_dead_letters
 
     try:
         letters = asyncio.run(read_dead_letters(manifest.resolve(), run_name, secrets_dir))
     except ManifestError as error:
         sys.exit(_manifest_error(error))
+    if not letters and run_name is not None and not (state_dir / "runs" / run_name).is_dir():
+        click.echo(
+            f"error: --run {run_name}: no dead letters under that run name in the sink, and no"
+            f" local run of it in {state_dir}/runs (a run is named by the manifest's"
+            " metadata.name; a retry-failed run by <name>-retry)",
+            err=True,
+        )
+        sys.exit(ExitCode.INVALID_CONFIG)
     for letter in letters:
         click.echo(
             json.dumps({"key": letter.key, "attempts": letter.attempts, "reason": letter.reason})
@@ -232,14 +278,28 @@ def dead_letters(manifest: Path, run_name: str | None, secrets_dir: str | None) 
 @cli.command("retry-failed")
 @click.argument("target")
 @click.option("--run", "run_name", help="Run whose dead letters to retry (default: manifest's).")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--secrets-dir", type=click.Path(file_okay=False))
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: live progress and a summary; json: one summary line.",
+)
+@click.option(
+    "--secrets-dir",
+    type=click.Path(file_okay=False),
+    help="Secrets the manifest references, as <name>/<key> files.",
+)
 @click.option(
     "-n",
     "--namespace",
     help="TARGET is a SyncJob in this namespace of the cluster, not a manifest file.",
 )
-@click.option("--kubeconfig", envvar="KUBECONFIG")
+@click.option(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    help="With --namespace, outside a cluster: the kubeconfig (default ~/.kube/config).",
+)
 def retry_failed(
     target: str,
     run_name: str | None,

@@ -166,6 +166,50 @@ async def test_an_unreachable_postgres_fails_without_printing_the_password(
     assert "s3cr3t-canary" not in str(error.value)
 
 
+# Passwords with every character a URI gives meaning to, percent-encoded as they must be.
+CANARY_PASSWORDS = ["pa%25ss-canary", "p%40ss%3Aw%2Frd-canary", "sem;i%20colon-canary"]
+
+
+@pytest.mark.parametrize("password", CANARY_PASSWORDS)
+async def test_a_refused_login_never_prints_the_password_however_encoded(
+    password: str,
+) -> None:
+    from urllib.parse import unquote
+
+    sink = PostgresSink(f"postgresql://app:{password}@127.0.0.1:9/postgres", "plans")
+    with pytest.raises(SinkError) as error:
+        await sink.open()
+    text = str(error.value)
+    assert password not in text and unquote(password) not in text, text
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://app:pa%ss-canary@127.0.0.1:9/prod",  # libpq quotes a bad escape
+        "postgresql://app:p@ss:w/rd-canary@127.0.0.1:9/prod",  # libpq splits at the first @
+    ],
+)
+def test_a_malformed_dsn_is_a_config_error_that_quotes_nothing(dsn: str, tmp_path: Any) -> None:
+    from fleetsync.api.v1alpha1 import SyncJobSpec
+    from fleetsync.errors import ManifestError
+    from fleetsync.worker.secrets import SecretResolver
+    from fleetsync.worker.sinkfactory import build_sink
+
+    (tmp_path / "pg").mkdir()
+    (tmp_path / "pg" / "dsn").write_text(dsn)
+    spec = SyncJobSpec.model_validate({
+        "fleet": {"inventory": {"inline": [{"id": "a"}]}},
+        "source": {"http": {"url": "http://127.0.0.1:9/{id}"}},
+        "sink": {"postgres": {"dsnSecretRef": {"name": "pg", "key": "dsn"}, "table": "t"}},
+    })  # fmt: skip
+    with pytest.raises(ManifestError) as error:
+        build_sink(spec, secrets=SecretResolver(str(tmp_path)), base_dir=tmp_path)
+    text = str(error.value)
+    assert "spec.sink.postgres.dsnSecretRef" in text and "percent-encode" in text
+    assert "canary" not in text and "ss:w" not in text, text
+
+
 # --- one bad record fails one item (issue 12) ------------------------------------------------
 
 # Values no sink stores, as a vendor's JSON can carry them (Python's json accepts all three).

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from fleetsync.api.v1alpha1 import SyncJobSpec
 from fleetsync.api.v1alpha1.syncjob import Inventory
 from fleetsync.errors import ManifestError, PayloadError
-from fleetsync.worker.inventory import iter_inventory, shard_of
+from fleetsync.worker.inventory import first_items, iter_inventory, shard_of
+from fleetsync.worker.requests import template_problems
 from fleetsync.worker.template import VendorName, expand, expand_generated
 
 
@@ -28,10 +30,19 @@ def test_missing_template_field_fails_the_item_with_its_name() -> None:
 
 @pytest.mark.parametrize(
     ("template", "i", "expected"),
-    [("p-{i}", 7, "p-7"), ("vendor-{i%3}", 7, "vendor-1"), ("{i//10}", 57, "5"), ("{i+1}", 0, "1")],
-)
+    [
+        ("p-{i}", 7, "p-7"), ("vendor-{i%3}", 7, "vendor-1"), ("{i//10}", 57, "5"),
+        ("{i+1}", 0, "1"), ("{i%[sungrow, huawei,solaredge]}", 7, "huawei"),
+        ("{i%[sungrow,huawei,solaredge]}-{i%3}", 5, "solaredge-2"), ("{i%[only]}", 9, "only"),
+    ],
+)  # fmt: skip
 def test_generator_expressions(template: str, i: int, expected: str) -> None:
     assert expand_generated(template, i) == expected
+
+
+def test_a_choice_of_no_names_is_refused() -> None:
+    with pytest.raises(ValueError, match="nothing to choose"):
+        expand_generated("{i%[ , ]}", 1)
 
 
 def test_shards_are_stable_and_balanced() -> None:
@@ -81,3 +92,45 @@ async def test_missing_file_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as caught:
         await collect(inventory, tmp_path)
     assert caught.value.problems[0][0] == "spec.fleet.inventory.file.path"
+
+
+# --- issue 13, item 5: templates naming a field no item has ----------------------------------
+
+
+def spec_with(source: dict[str, object], sink: dict[str, object] | None = None) -> SyncJobSpec:
+    return SyncJobSpec.model_validate(
+        {
+            "fleet": {"inventory": {"inline": [{"id": "p-1", "vendor": "a"}]}},
+            "source": source,
+            **({"sink": sink} if sink else {}),
+        }
+    )
+
+
+def test_a_template_naming_an_absent_field_is_found_with_its_path() -> None:
+    spec = spec_with(
+        {
+            "http": {
+                "url": "{vendor.baseUrl}/plants/{plant_id}?v={vendor}",
+                "headers": {"X-Site": "{site}", "X-Id": "{id}"},
+                "auth": {"secretRef": {"name": "keys", "key": "{acount}"}},
+            }
+        },
+        {"dynamodb": {"table": "plants", "key": {"PK": "PLANT#{id}", "SK": "{key}#{sk}"}}},
+    )
+    items = [{"id": "p-1", "vendor": "a"}, {"id": "p-2", "vendor": "b", "site": "s"}]
+    assert template_problems(spec, items) == [
+        ("spec.source.http.url", "names {plant_id}, which none of the first 2 items has"),
+        (
+            "spec.source.http.auth.secretRef.key",
+            "names {acount}, which none of the first 2 items has",
+        ),
+        ("spec.sink.dynamodb.key.SK", "names {sk}, which none of the first 2 items has"),
+    ]
+    assert template_problems(spec, []) == []
+
+
+async def test_first_items_stops_early(tmp_path: Path) -> None:
+    inventory = Inventory.model_validate({"generate": {"count": 10_000_000}})
+    items = await first_items(inventory, key="id", base_dir=tmp_path, count=3)
+    assert [item["id"] for item in items] == ["item-0", "item-1", "item-2"]

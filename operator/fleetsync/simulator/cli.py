@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -19,7 +20,16 @@ __all__ = ["simulate_command"]
 
 async def _serve(config: SimulatorConfig) -> None:
     simulator = Simulator(config)
-    url = await simulator.start()
+    try:
+        url = await simulator.start()
+    except OSError as error:
+        await simulator.stop()
+        raise click.BadParameter(
+            f"cannot listen on {config.host}:{config.port}"
+            f" ({os.strerror(error.errno) if error.errno else error}): another"
+            " simulator may be running there; stop it, or pick another --port (0: any free one)",
+            param_hint="--port",
+        ) from None
     click.echo(f"listening on {url}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -33,16 +43,55 @@ async def _serve(config: SimulatorConfig) -> None:
 
 @click.command("simulate")
 @click.option(
-    "--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A SimulatorConfig as YAML or JSON (per-vendor settings); the vendor flags are ignored.",
 )
 @click.option("--host", default=None, help="Default 127.0.0.1 (loopback only).")
-@click.option("--port", type=click.IntRange(0, 65535), default=None, help="0: any free port.")
-@click.option("--vendors", default="sungrow,huawei,solaredge", show_default=True)
-@click.option("--latency-ms", type=click.FloatRange(0), default=5.0, show_default=True)
-@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option("--rate-limit", type=click.FloatRange(0, min_open=True), default=None)
-@click.option("--malformed-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Default 0: any free port (printed). The examples expect 8765.",
+)
+@click.option(
+    "--vendors",
+    default="sungrow,huawei,solaredge",
+    show_default=True,
+    help="Comma-separated names; each serves /vendors/<name>/<kind>/<id>.",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="Median response time; the 99th percentile is four times it.",
+)
+@click.option(
+    "--error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Fraction of requests answered 500 or 503 (at random, seeded).",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Requests per second each vendor accepts; more get 429 with Retry-After.",
+)
+@click.option(
+    "--malformed-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Fraction of ids (chosen by hash, so the same ones every time) whose payload is"
+    " broken JSON or lacks fields: these end as dead letters.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seeds payloads and random choices."
+)
 def simulate_command(
     config_file: Path | None,
     host: str | None,

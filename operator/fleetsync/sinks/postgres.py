@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -32,6 +31,7 @@ from psycopg.types.json import Jsonb
 from fleetsync.errors import SinkError
 from fleetsync.sinks.base import DeadLetter, JSONValue, Record, RecordState, SinkCost, WriteResult
 from fleetsync.sinks.merge import merge_batch
+from fleetsync.sinks.postgres_dsn import DsnRedactor, redact_dsn
 from fleetsync.sinks.postgres_schema import BOOKKEEPING, ident, table_statements
 from fleetsync.sinks.postgres_values import column_refusal, no_nul, sql_type
 from fleetsync.sinks.retry import Attempts, SinkRetry
@@ -42,16 +42,6 @@ __all__ = ["PostgresSink", "redact_dsn"]
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[Any]
 _BOOKKEEPING = BOOKKEEPING
-
-
-def redact_dsn(text: str) -> str:
-    """Remove passwords from a DSN or a driver message that quotes one."""
-    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
-
-
-def _first_line(error: BaseException) -> str:
-    return (redact_dsn(str(error)).splitlines() or [type(error).__name__])[0]
 
 
 def _lost(error: psycopg.Error) -> bool:
@@ -81,6 +71,7 @@ class PostgresSink:
         retry: SinkRetry | None = None,
     ) -> None:
         self._dsn = dsn
+        self._redact = DsnRedactor(dsn)
         self.table = table
         self.conflict_key = list(conflict_key or ["key"])
         self.monotonic_attribute = monotonic_attribute
@@ -91,6 +82,10 @@ class PostgresSink:
         self._cost = SinkCost()
         self._connection: Connection | None = None
         self._columns: dict[str, str] = {}  # name -> PostgreSQL type
+
+    def _cause(self, error: BaseException) -> str:
+        """The first line of a driver error, with the DSN's password taken out."""
+        return (self._redact(str(error)).splitlines() or [type(error).__name__])[0]
 
     @property
     def cost(self) -> SinkCost:
@@ -127,7 +122,7 @@ class PostgresSink:
             except psycopg.Error as error:
                 if not _lost(error):
                     raise
-                cause = _first_line(error)
+                cause = self._cause(error)
             if self._connection is not None and self._connection.broken:
                 await self._drop()
             delay = tries.next_delay()
@@ -159,7 +154,7 @@ class PostgresSink:
         except psycopg.Error as error:
             if refusals:
                 raise
-            raise SinkError(f"postgres {self.table}: {what}: {_first_line(error)}") from None
+            raise SinkError(f"postgres {self.table}: {what}: {self._cause(error)}") from None
 
     async def _locked(self, what: str, statements: Sequence[sql.Composed]) -> None:
         """``statements`` in one transaction holding this table's advisory lock, so shards
@@ -176,7 +171,7 @@ class PostgresSink:
         try:
             await self._retrying(what, run)
         except psycopg.Error as error:
-            raise SinkError(f"postgres {self.table}: {what}: {_first_line(error)}") from None
+            raise SinkError(f"postgres {self.table}: {what}: {self._cause(error)}") from None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -184,7 +179,7 @@ class PostgresSink:
         try:  # fail fast here: a wrong host or password is no transient fault
             await self._connect()
         except psycopg.Error as error:
-            raise SinkError(f"postgres: cannot connect: {_first_line(error)}") from None
+            raise SinkError(f"postgres: cannot connect: {self._cause(error)}") from None
         await self._locked(
             "create tables", table_statements(self.table, self.conflict_key, self.column_types)
         )
@@ -309,7 +304,7 @@ class PostgresSink:
                 return
             column = getattr(error.diag, "column_name", None)
             where = f" (column {column!r})" if column else ""
-            result.failed[records[0].key] = f"postgres refused the record{where}: " + _first_line(
+            result.failed[records[0].key] = f"postgres refused the record{where}: " + self._cause(
                 error
             )
             return

@@ -7,16 +7,29 @@ while the httpx API keeps requests, timeouts and errors uniform across the codeb
 Every URL is checked against ``allowedHosts`` *before* a request is built, so a template that
 expands to another host fails that item and never carries a credential there. Redirects are
 not followed for the same reason.
+
+A vendor is untrusted too. httpx's timeouts bound each read, not the whole response, so a
+vendor trickling one byte every half second holds a request forever; and a 200 KB gzip body
+can inflate to gigabytes. So every request here runs under one deadline (``timeoutSeconds``
+for the whole exchange, body included) and its body is read and inflated in bounded steps
+(gzip and deflate, decoded here rather than by httpx so no single step can inflate past
+64 KiB) until ``maxResponseBytes``: past it the item fails with
+:class:`~fleetsync.errors.PayloadError` (permanent), past the deadline with a timeout
+:class:`~fleetsync.errors.VendorError` (retryable).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
@@ -24,7 +37,19 @@ from fleetsync.errors import HostNotAllowedError, PayloadError, ThrottledError, 
 from fleetsync.worker.retry import parse_retry_after
 from fleetsync.worker.secrets import SecretValue
 
-__all__ = ["AllowedHosts", "FetchResult", "Fetcher", "OAuth2Tokens"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "AllowedHosts",
+    "BodyTooLarge",
+    "FetchResult",
+    "Fetcher",
+    "OAuth2Tokens",
+    "send_bounded",
+]
+
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+_INFLATE_STEP = 64 * 1024
+_TOKEN_MAX_BYTES = 64 * 1024
 
 
 class AllowedHosts:
@@ -61,6 +86,111 @@ class FetchResult:
     latency: float
 
 
+class BodyTooLarge(PayloadError):
+    """A response body (after decompression) passed its byte limit; reading stopped there."""
+
+
+class _Inflater:
+    """Content-Encoding decoding in steps of at most ``_INFLATE_STEP`` output bytes."""
+
+    def __init__(self, encoding: str) -> None:
+        coding = encoding.strip().lower()
+        if coding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+            raise PayloadError(f"response Content-Encoding {coding[:40]!r} is not supported")
+        self._raw = coding in ("", "identity")
+        self._deflate = coding == "deflate"
+        # 47: a gzip or zlib header, detected; deflate falls back to a raw stream below.
+        self._zlib = None if self._raw else zlib.decompressobj(47 if not self._deflate else 15)
+        self._started = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self._zlib is None:
+            yield data
+            return
+        try:
+            yield from self._inflate(data)
+        except zlib.error:
+            raise PayloadError("response body is not valid gzip/deflate") from None
+
+    def _inflate(self, data: bytes) -> Iterator[bytes]:
+        assert self._zlib is not None
+        while True:
+            try:
+                out = self._zlib.decompress(data, _INFLATE_STEP)
+            except zlib.error:
+                if not (self._deflate and not self._started):
+                    raise
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, no header
+                out = self._zlib.decompress(data, _INFLATE_STEP)
+            self._started = True
+            data = self._zlib.unconsumed_tail
+            if out:
+                yield out
+            if not data and len(out) < _INFLATE_STEP:
+                return
+
+
+async def read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """The decoded body of a streamed ``response``; BodyTooLarge past ``limit`` bytes."""
+    declared = response.headers.get("content-length", "")
+    encoding = response.headers.get("content-encoding", "")
+    if not encoding and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"response body of {declared} bytes is over the limit of {limit}")
+    if response.is_stream_consumed:  # built in memory (httpx.MockTransport): already decoded
+        if len(response.content) > limit:
+            raise BodyTooLarge(f"response body is over the limit of {limit} bytes")
+        return response.content
+    inflater = _Inflater(encoding)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_raw():
+        for piece in inflater.feed(chunk):
+            size += len(piece)
+            if size > limit:
+                raise BodyTooLarge(
+                    f"response body is over the limit of {limit} bytes (after decompression)"
+                )
+            parts.append(piece)
+    return b"".join(parts)
+
+
+async def send_bounded(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    *,
+    limit: int,
+    seconds: float,
+    read_body: bool | None = None,
+    auth: tuple[str, str] | None = None,
+) -> tuple[httpx.Response, bytes]:
+    """Send ``request`` and read its body, all within ``seconds`` and ``limit`` bytes.
+
+    The body is read only for 2xx answers unless ``read_body`` says otherwise. Raises
+    VendorError (status None) on the deadline, VendorError (status -1) on a transport
+    failure, BodyTooLarge / PayloadError on a body too large or undecodable."""
+    try:
+        async with asyncio.timeout(seconds):
+            response = await client.send(
+                request, stream=True, auth=auth or httpx.USE_CLIENT_DEFAULT
+            )
+            try:
+                wanted = read_body if read_body is not None else response.is_success
+                body = await read_bounded(response, limit) if wanted else b""
+            finally:
+                await response.aclose()
+    except (TimeoutError, httpx.TimeoutException) as error:
+        reason = f"no complete response within {seconds:g}s"
+        raise VendorError(f"timeout: {reason} ({type(error).__name__})", status=None) from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as error:
+        # Only the type: header-encoding errors quote the header, which may be a credential.
+        raise PayloadError(f"request not sent: {type(error).__name__}") from None
+    except httpx.TransportError as error:
+        raise VendorError(f"connection failed: {type(error).__name__}", status=-1) from None
+    except aiohttp.ClientError as error:  # a malformed answer httpx-aiohttp does not map
+        raise VendorError(f"malformed response: {type(error).__name__}", status=-1) from None
+    return response, body
+
+
 class Fetcher:
     """Sends one request and classifies the answer into the error tree."""
 
@@ -71,8 +201,11 @@ class Fetcher:
         timeout_seconds: float,
         max_connections: int,
         transport: str | httpx.AsyncBaseTransport = "aiohttp",
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.allowed = allowed
+        self.timeout_seconds = timeout_seconds
+        self.max_response_bytes = max_response_bytes
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=None)
         pool: httpx.AsyncBaseTransport
         if isinstance(transport, httpx.AsyncBaseTransport):
@@ -86,6 +219,8 @@ class Fetcher:
             timeout=httpx.Timeout(timeout_seconds),
             follow_redirects=False,
             trust_env=False,
+            # Only what read_bounded can inflate in bounded steps.
+            headers={"Accept-Encoding": "gzip, deflate"},
         )
 
     async def aclose(self) -> None:
@@ -97,11 +232,12 @@ class Fetcher:
         self.allowed.check(url)
         started = time.perf_counter()
         try:
-            response = await self.client.request(method, url, headers=dict(headers))
-        except httpx.TimeoutException as error:
-            raise VendorError(f"timeout: {type(error).__name__}", status=None) from None
-        except httpx.TransportError as error:
-            raise VendorError(f"connection failed: {type(error).__name__}", status=-1) from None
+            request = self.client.build_request(method, url, headers=dict(headers))
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as error:
+            raise PayloadError(f"request not sent: {type(error).__name__}") from None
+        response, body = await send_bounded(
+            self.client, request, limit=self.max_response_bytes, seconds=self.timeout_seconds
+        )
         latency = time.perf_counter() - started
         status = response.status_code
         if status == 429:
@@ -115,7 +251,7 @@ class Fetcher:
             raise VendorError("HTTP 401 Unauthorized", status=401)
         if status >= 400:
             raise PayloadError(f"HTTP {status} from vendor")
-        return FetchResult(status=status, body=response.content, latency=latency)
+        return FetchResult(status=status, body=body, latency=latency)
 
 
 class OAuth2Tokens:
@@ -155,18 +291,28 @@ class OAuth2Tokens:
             if self._scopes:
                 data["scope"] = " ".join(self._scopes)
             self.requests += 1
+            client = self._fetcher.client
             try:
-                response = await self._fetcher.client.post(
-                    self._url, data=data, auth=(self._id.reveal(), self._secret.reveal())
+                response, raw = await send_bounded(
+                    client,
+                    client.build_request("POST", self._url, data=data),
+                    limit=_TOKEN_MAX_BYTES,
+                    seconds=self._fetcher.timeout_seconds,
+                    read_body=True,
+                    auth=(self._id.reveal(), self._secret.reveal()),
                 )
-            except httpx.HTTPError as error:
-                raise VendorError(f"token request failed: {type(error).__name__}") from None
+            except PayloadError as error:
+                raise VendorError(f"token request failed: {error}") from None
+            except VendorError as error:
+                raise VendorError(f"token request failed: {error}", status=error.status) from None
             if response.status_code != 200:
                 raise VendorError(f"token request answered HTTP {response.status_code}")
             try:
-                body = response.json()
+                body = json.loads(raw)
                 token, expires_in = str(body["access_token"]), float(body.get("expires_in", 300))
-            except (ValueError, KeyError, TypeError):
+                if not math.isfinite(expires_in):
+                    raise ValueError("expires_in is not finite")
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 raise VendorError("token response is not an OAuth2 token") from None
             self._token = SecretValue(token)
             # Refresh a little early so a request never leaves with a token about to lapse.

@@ -2,21 +2,61 @@
 
 jsonpath-ng compiles each path once per run. A path that matches nothing, or a body that is
 not JSON, is a :class:`~fleetsync.errors.PayloadError` for that item alone.
+
+A vendor's body is untrusted, so whatever it holds ends as a record or as a PayloadError
+with a reason, never as another exception (which would fail the item as an "internal error"
+or, past the engine's guard, stall the shard): NaN and Infinity (``NaN``, ``1e999``) are
+refused, as are numbers with more digits than Python parses, nesting past
+:data:`MAX_DEPTH`, text that cannot be encoded as UTF-8 (an unpaired ``\\ud800``), and
+integers a 64-bit column cannot hold.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
+from fleetsync.api.v1alpha1._rules import finite_json
 from fleetsync.api.v1alpha1.syncjob import ITEM_PREFIX
 from fleetsync.errors import PayloadError
 from fleetsync.sinks.base import JSONValue
 
-__all__ = ["Mapper", "content_hash"]
+__all__ = ["MAX_DEPTH", "Mapper", "content_hash"]
+
+MAX_DEPTH = 64
+_INT64 = 2**63
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} overflows a double")
+    return value
+
+
+def _check_value(name: str, value: JSONValue) -> None:
+    """PayloadError unless ``value`` is storable: finite, UTF-8, shallow, 64-bit integers."""
+    try:
+        finite_json(value, name, max_depth=MAX_DEPTH)
+    except ValueError as error:
+        raise PayloadError(f"mapping {error}") from None
+    stack: list[object] = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, int) and not isinstance(node, bool) and not -_INT64 <= node < _INT64:
+            raise PayloadError(f"mapping {name}: an integer does not fit in 64 bits")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 class Mapper:
@@ -36,9 +76,17 @@ class Mapper:
 
     def decode(self, body: bytes) -> JSONValue:
         try:
-            value: JSONValue = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise PayloadError(f"response is not JSON: {error}") from None
+            value: JSONValue = json.loads(
+                body, parse_constant=_refuse_constant, parse_float=_finite_float
+            )
+        except json.JSONDecodeError as error:
+            raise PayloadError(f"response is not JSON: {error.msg} at offset {error.pos}") from None
+        except UnicodeDecodeError as error:
+            raise PayloadError(f"response is not UTF-8 JSON (byte offset {error.start})") from None
+        except RecursionError:
+            raise PayloadError("response nests too deeply") from None
+        except ValueError as error:  # NaN/Infinity, overflowing floats, the int digits limit
+            raise PayloadError(f"response holds an unusable number: {error}") from None
         return value
 
     def apply(
@@ -50,6 +98,8 @@ class Mapper:
             if value is None:
                 raise PayloadError(f"mapping {name}: the item has no field {field!r}")
             attributes[name] = value
+        for name, value in attributes.items():
+            _check_value(name, value)
         return attributes
 
     def _from_response(self, document: JSONValue) -> dict[str, JSONValue]:
@@ -59,7 +109,14 @@ class Mapper:
             return dict(document)
         attributes: dict[str, JSONValue] = {}
         for name, (text, path) in self._paths.items():
-            matches = path.find(document)
+            try:
+                matches = path.find(document)
+            except RecursionError:
+                raise PayloadError(f"mapping {name}: the response nests too deeply") from None
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
+                # jsonpath-ng filters compare whatever the vendor sent (str < int, ...).
+                reason = f"{text} cannot be applied ({type(error).__name__})"
+                raise PayloadError(f"mapping {name}: {reason}") from None
             if not matches:
                 raise PayloadError(f"mapping {name}: {text} matched nothing in the response")
             attributes[name] = matches[0].value

@@ -5,6 +5,11 @@ In a pod, Secrets are mounted as files under ``$FLEETSYNC_SECRETS_DIR/<name>/<ke
 environment variable ``FLEETSYNC_SECRET_<NAME>_<KEY>`` (upper case, non-alphanumerics as
 ``_``) or from files under ``--secrets-dir``. Values are wrapped in :class:`SecretValue`,
 whose ``repr`` and ``str`` never show them.
+
+A key may be templated from an item (``{vendor}``), so it is untrusted: before any file is
+touched the name must be a Secret name and the key a Secret key (``[-._a-zA-Z0-9]+``, not
+``.`` or ``..``), which keeps every read inside ``<dir>/<name>/``. No error or log line
+carries a value; a value that could not be read says so without its content.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from fleetsync.errors import ManifestError
+from fleetsync.api.v1alpha1._rules import SECRET_NAME_PATTERN, is_secret_key
+from fleetsync.errors import ManifestError, PayloadError
 
-__all__ = ["SecretResolver", "SecretValue", "env_name"]
+__all__ = ["SecretResolver", "SecretValue", "check_reference", "env_name"]
+
+_SECRET_NAME = re.compile(SECRET_NAME_PATTERN)
+_MAX_SECRET_BYTES = 1024 * 1024  # the API server's limit for a whole Secret
 
 
 class SecretValue:
@@ -40,6 +49,19 @@ def env_name(name: str, key: str) -> str:
     return "FLEETSYNC_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", f"{name}_{key}").upper()
 
 
+def check_reference(name: str, key: str, *, field: str) -> None:
+    """PayloadError naming ``field`` unless ``name``/``key`` are a valid Secret name and key.
+
+    The values are not echoed: a key built from an item may hold anything."""
+    if not _SECRET_NAME.match(name):
+        raise PayloadError(f"{field}.name is not a valid Secret name; nothing was read")
+    if not is_secret_key(key):
+        raise PayloadError(
+            f"{field}.key expands to an invalid Secret key "
+            "(must match [-._a-zA-Z0-9]+, not '.' or '..'); nothing was read"
+        )
+
+
 class SecretResolver:
     def __init__(self, directory: str | None, environ: Mapping[str, str] | None = None) -> None:
         self._dir = Path(directory) if directory else None
@@ -48,13 +70,12 @@ class SecretResolver:
 
     def get(self, name: str, key: str, *, field: str) -> SecretValue:
         """The value of Secret ``name`` key ``key``; ManifestError naming ``field`` if absent."""
+        check_reference(name, key, field=field)
         if (name, key) in self._cache:
             return self._cache[(name, key)]
         value: str | None = self._environ.get(env_name(name, key))
         if value is None and self._dir is not None:
-            path = self._dir / name / key
-            if path.is_file():
-                value = path.read_text(encoding="utf-8").strip()
+            value = self._read(self._dir / name / key, field=field)
         if value is None:
             raise ManifestError(
                 [(field, f"Secret {name!r} key {key!r} not found (set {env_name(name, key)})")]
@@ -62,3 +83,17 @@ class SecretResolver:
         secret = SecretValue(value)
         self._cache[(name, key)] = secret
         return secret
+
+    @staticmethod
+    def _read(path: Path, *, field: str) -> str | None:
+        if not path.is_file():
+            return None
+        with path.open("rb") as handle:
+            data = handle.read(_MAX_SECRET_BYTES + 1)
+        if len(data) > _MAX_SECRET_BYTES:
+            raise ManifestError([(field, f"Secret file {path} is larger than a Secret can be")])
+        try:
+            return data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            # The exception's text would quote the bytes around the bad one: the secret.
+            raise ManifestError([(field, f"Secret file {path} is not UTF-8")]) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
+from fleetsync.errors import ManifestError
 from fleetsync.sinks.base import Sink
 from fleetsync.worker.secrets import SecretResolver
 
@@ -24,9 +25,14 @@ def build_sink(
         return SqliteSink(str(path), sink.sqlite.table, monotonic_attribute=monotonic)
     if sink.postgres is not None:
         from fleetsync.sinks.postgres import PostgresSink
+        from fleetsync.sinks.postgres_dsn import dsn_problem
 
         ref = sink.postgres.dsn_secret_ref
-        dsn = secrets.get(ref.name, ref.key, field="spec.sink.postgres.dsnSecretRef")
+        field = "spec.sink.postgres.dsnSecretRef"
+        dsn = secrets.get(ref.name, ref.key, field=field)
+        problem = dsn_problem(dsn.reveal())
+        if problem is not None:
+            raise ManifestError([(field, f"the DSN in Secret {ref.name}/{ref.key} {problem}")])
         return PostgresSink(
             dsn.reveal(),
             sink.postgres.table,

@@ -1,19 +1,47 @@
 """Templates users write in manifests: ``{vendor.baseUrl}/plants/{id}/realtime``, ``PLANT#{id}``.
 
-``str.format_map`` does the expansion; a vendor name is a ``str`` that also carries its
-``baseUrl``, so ``{vendor}`` and ``{vendor.baseUrl}`` both read naturally. Unknown fields are
-an error naming the field, never an empty string silently sent to a vendor.
+A vendor name is a ``str`` that also carries its ``baseUrl``, so ``{vendor}`` and
+``{vendor.baseUrl}`` both read naturally. Unknown fields are an error naming the field,
+never an empty string silently sent to a vendor.
+
+Item values are untrusted input (anyone who can edit the inventory chooses them), so where
+they land decides how they are written:
+
+- in a URL (:func:`expand_url`) every item value is percent-encoded per RFC 3986 (only the
+  unreserved ``A-Z a-z 0-9 - . _ ~`` stay), so ``../../admin?all=1#`` stays inside its path
+  segment or query value. ``{vendor.baseUrl}`` comes from the manifest and is inserted as is.
+  A template opts out per placeholder, explicitly, with ``{field:raw}``. An expanded path
+  that gains a ``.`` or ``..`` segment is refused (servers and URL libraries resolve them).
+- in a header (:func:`expand_header`) a value holding CR, LF or NUL is refused (it would
+  start a new header line).
+- elsewhere (:func:`expand`, e.g. DynamoDB keys) values are inserted as text.
+
+Only ``{name}``, ``{name.attr}``, ``{name[key]}`` fields and the format specs ``""`` and
+``raw`` are accepted; anything else (``{0}``, ``{id:>99999999}``) is a template error.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
+from urllib.parse import quote, unquote, urlsplit
 
 from fleetsync.errors import PayloadError
 
-__all__ = ["VendorName", "expand", "expand_generated"]
+__all__ = [
+    "RAW",
+    "VendorName",
+    "absent_fields",
+    "expand",
+    "expand_generated",
+    "expand_header",
+    "expand_url",
+]
+
+RAW = "raw"
+_TRUSTED_FIELDS = frozenset({"vendor.baseUrl"})
+_HEADER_BREAKS = re.compile(r"[\r\n\0]")
 
 
 class VendorName(str):
@@ -29,26 +57,98 @@ class VendorName(str):
 
 class _Formatter(string.Formatter):
     def get_field(self, field_name: str, args: object, kwargs: object) -> tuple[object, str]:
+        if not field_name or field_name[0].isdigit() or "__" in field_name:
+            raise PayloadError(f"template field {{{field_name}}} is not an item field name")
         try:
             found: tuple[object, str] = super().get_field(field_name, args, kwargs)  # type: ignore[arg-type]
             return found
-        except (KeyError, AttributeError):
+        except (KeyError, AttributeError, IndexError, TypeError):
             raise PayloadError(f"template field {{{field_name}}} is not in the item") from None
 
 
 _FORMATTER = _Formatter()
+Encoder = Callable[[str, str], str]
+
+
+def _expand(template: str, values: Mapping[str, object], encode: Encoder | None) -> str:
+    """Expand each field of ``template``; ``encode(text, field)`` writes an untrusted value."""
+    out: list[str] = []
+    try:
+        parsed = list(_FORMATTER.parse(template))
+    except ValueError as error:
+        raise PayloadError(f"template {template!r} is malformed: {error}") from None
+    for literal, field, spec, conversion in parsed:
+        out.append(literal)
+        if field is None:
+            continue
+        if spec not in ("", RAW) or conversion not in (None, "s"):
+            raise PayloadError(f"template field {{{field}}}: only {{{field}:raw}} is allowed")
+        value, _ = _FORMATTER.get_field(field, (), values)
+        text = str(value)
+        trusted = spec == RAW or field in _TRUSTED_FIELDS
+        out.append(text if trusted or encode is None else encode(text, field))
+    return "".join(out)
 
 
 def expand(template: str, values: Mapping[str, object]) -> str:
-    """Expand ``{field}`` / ``{field.attr}`` from ``values``; PayloadError if one is missing."""
-    return _FORMATTER.vformat(template, (), values)
+    """Expand ``{field}`` / ``{field.attr}`` from ``values`` as text; PayloadError if missing."""
+    return _expand(template, values, None)
+
+
+def _percent_encode(text: str, _field: str) -> str:
+    return quote(text, safe="")
+
+
+def expand_url(template: str, values: Mapping[str, object]) -> str:
+    """Expand a URL template, percent-encoding every untrusted value (RFC 3986)."""
+    url = _expand(template, values, _percent_encode)
+    for segment in urlsplit(url).path.split("/"):
+        if unquote(segment) in (".", ".."):
+            raise PayloadError("url: the expanded path has a '.' or '..' segment; not sent")
+    return url
+
+
+def expand_header(name: str, template: str, values: Mapping[str, object]) -> str:
+    """Expand a header value; PayloadError if a value would break the header line."""
+    value = _expand(template, values, None)
+    if _HEADER_BREAKS.search(value):
+        raise PayloadError(f"header {name}: the expanded value holds CR, LF or NUL; not sent")
+    return value
+
+
+def absent_fields(
+    template: str, items: Sequence[Mapping[str, object]], *, provided: Collection[str] = ()
+) -> list[str]:
+    """The fields ``template`` names that none of ``items`` holds (nor ``provided`` names):
+    a typo that would fail every item, knowable from the inventory's first items."""
+    if not items:
+        return []
+    absent: list[str] = []
+    for _literal, field, _spec, _conversion in _FORMATTER.parse(template):
+        if field is None:
+            continue
+        root = re.split(r"[.\[]", field, maxsplit=1)[0]
+        if root in provided or root in absent:
+            continue
+        if not any(root in item for item in items):
+            absent.append(root)
+    return absent
 
 
 _GENERATED = re.compile(r"\{i(?:\s*(%|//|\+|\*)\s*(\d+))?\}")
+_CHOICE = re.compile(r"\{i\s*%\s*\[([^\[\]{}]*)\]\}")
 
 
 def expand_generated(template: str, i: int) -> str:
-    """Expand the generator's ``{i}``, ``{i%N}``, ``{i//N}``, ``{i+N}``, ``{i*N}``."""
+    """Expand the generator's ``{i}``, ``{i%N}``, ``{i//N}``, ``{i+N}``, ``{i*N}`` and
+    ``{i%[a,b,c]}`` (the names in turn: item i gets name ``i mod 3``, so demos and load tests
+    show real vendor names rather than ``0``/``1``/``2``)."""
+
+    def choice(match: re.Match[str]) -> str:
+        names = [n.strip() for n in match.group(1).split(",") if n.strip()]
+        if not names:
+            raise ValueError(f"{match.group(0)} names nothing to choose from")
+        return names[i % len(names)]
 
     def value(match: re.Match[str]) -> str:
         op, operand = match.group(1), match.group(2)
@@ -61,4 +161,4 @@ def expand_generated(template: str, i: int) -> str:
             {"%": lambda: i % n, "//": lambda: i // n, "+": lambda: i + n, "*": lambda: i * n}[op]()
         )
 
-    return _GENERATED.sub(value, template)
+    return _GENERATED.sub(value, _CHOICE.sub(choice, template))

@@ -3,6 +3,13 @@
 Vendors are resolved from the item's ``vendors.by`` field; items without one share the
 ``default`` vendor. Each vendor's rate limit has a *key* (``rateLimit.key``, default the
 vendor's base URL) under which the coordinator divides the budget across shards and runs.
+
+Every vendor costs a runtime here, a line in the run's status and a metric series, so a run
+serves at most :data:`~fleetsync.api.v1alpha1.source.MAX_VENDORS` distinct vendors
+(``vendors.by`` naming a field with one value per item once made 6,000).
+:class:`VendorCount` sees every item of the inventory, before sharding, so each shard of a
+run reaches the same verdict: a :class:`~fleetsync.errors.ManifestError` (exit 64) naming
+``spec.source.vendors.by``.
 """
 
 from __future__ import annotations
@@ -10,17 +17,28 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fleetsync.api.progress import VendorWire
+from fleetsync.api.v1alpha1.source import MAX_VENDORS
 from fleetsync.api.v1alpha1.syncjob import Source
+from fleetsync.errors import ManifestError
 from fleetsync.worker.breaker import CircuitBreaker
 from fleetsync.worker.concurrency import AdaptiveConcurrency, ConcurrencyGate
 from fleetsync.worker.fetch import AllowedHosts
 from fleetsync.worker.ratelimit import SlotLimiter
 from fleetsync.worker.template import VendorName
 
-__all__ = ["DEFAULT_VENDOR", "VendorRuntime", "VendorStats", "limit_for"]
+__all__ = [
+    "DEFAULT_VENDOR",
+    "MAX_VENDORS",
+    "VendorCount",
+    "VendorRuntime",
+    "VendorStats",
+    "limit_for",
+    "vendor_of",
+]
 
 DEFAULT_VENDOR = "default"
 _LATENCY_SAMPLES = 1024
@@ -51,6 +69,40 @@ def limit_for(source: Source, vendor: str) -> tuple[str | None, float | None]:
     if key is None:
         key = AllowedHosts.host_of(source.http.url) or f"vendor:{vendor}"
     return key, limit.requests_per_second
+
+
+def vendor_of(source: Source, item: Mapping[str, object]) -> str:
+    """The vendor an item belongs to: its ``vendors.by`` field, else :data:`DEFAULT_VENDOR`."""
+    by = source.vendors.by if source.vendors else None
+    return str(item.get(by) or DEFAULT_VENDOR) if by else DEFAULT_VENDOR
+
+
+class VendorCount:
+    """The distinct vendors of a run's inventory, refused past :data:`MAX_VENDORS`.
+
+    Call :meth:`observe` on every item, before the shard filter."""
+
+    def __init__(self, source: Source, limit: int = MAX_VENDORS) -> None:
+        self._source = source
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def observe(self, item: Mapping[str, object]) -> str:
+        """The item's vendor; ManifestError when it is one vendor too many."""
+        name = vendor_of(self._source, item)
+        if name not in self._seen:
+            if len(self._seen) >= self._limit:
+                by = self._source.vendors.by if self._source.vendors else "vendor"
+                reason = (
+                    f"the inventory names more than {self._limit} distinct vendors in field "
+                    f"{by!r}; a run serves at most {self._limit} (name a field with few values)"
+                )
+                raise ManifestError([("spec.source.vendors.by", reason)])
+            self._seen.add(name)
+        return name
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 class VendorRuntime:
