@@ -117,6 +117,8 @@ def test_suspend_creates_nothing_and_is_a_stable_state() -> None:
         "Stalled": ("False", "Valid"),
         "Suspended": ("True", "Suspended"),
     }
+    suspended = next(c for c in decision.status["conditions"] if c["type"] == "Suspended")
+    assert "suspended" in suspended["message"]
 
 
 def test_run_now_starts_one_run_per_annotation_value_even_when_suspended() -> None:

@@ -264,7 +264,10 @@ def _health(
         ]
     else:
         new = [_condition("Ready", True, "Scheduled"), _condition("Stalled", False, "Valid")]
-    new.append(_condition("Suspended", suspended, "Suspended" if suspended else "Active"))
+    if suspended:
+        new.append(_condition("Suspended", True, "Suspended", "suspended: no runs are scheduled"))
+    else:
+        new.append(_condition("Suspended", False, "Active", "runs are scheduled"))
     merged = merge_conditions(old, new, generation=generation, now=rfc3339(now))
     status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in merged]
     status["observedGeneration"] = generation
