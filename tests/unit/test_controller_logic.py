@@ -197,6 +197,7 @@ def test_conditions_follow_the_table() -> None:
     assert (failed["Stalled"], failed["Failed"], failed["Ready"]) == ("True", "True", "False")
     suspended = conditions(job(), ITEMS, spec(suspend=True))
     assert (suspended["Suspended"], suspended["Reconciling"]) == ("True", "False")
+    assert (suspended["Ready"], suspended["Stalled"]) == ("True", "False")  # kstatus: Current
     running = conditions(job(active=1), ITEMS, s)
     assert (running["Reconciling"], running["Ready"]) == ("True", "False")
 

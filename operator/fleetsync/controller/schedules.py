@@ -263,7 +263,11 @@ def _health(
             _condition("Stalled", False, "Valid"),
         ]
     else:
-        new = [_condition("Ready", True, "Scheduled"), _condition("Stalled", False, "Valid")]
+        upcoming = status.get("nextScheduleTime")
+        new = [
+            _condition("Ready", True, "Scheduled", f"next run at {upcoming}"),
+            _condition("Stalled", False, "Valid"),
+        ]
     if suspended:
         new.append(_condition("Suspended", True, "Suspended", "suspended: no runs are scheduled"))
     else:
