@@ -29,7 +29,7 @@ def controller_knowing_syncjob(kube: Any) -> Controller:
     controller = Controller(
         kube, ControllerSettings(worker=WorkerSettings(image="x", report_url="http://c"))
     )
-    controller.syncjobs[SYNCJOB_KEY] = SYNCJOB
+    controller.remember("SyncJob", "ADDED", SYNCJOB)
     return controller
 
 

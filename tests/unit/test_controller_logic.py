@@ -197,6 +197,7 @@ def test_conditions_follow_the_table() -> None:
     assert (failed["Stalled"], failed["Failed"], failed["Ready"]) == ("True", "True", "False")
     suspended = conditions(job(), ITEMS, spec(suspend=True))
     assert (suspended["Suspended"], suspended["Reconciling"]) == ("True", "False")
+    assert (suspended["Ready"], suspended["Stalled"]) == ("True", "False")  # kstatus: Current
     running = conditions(job(active=1), ITEMS, s)
     assert (running["Reconciling"], running["Ready"]) == ("True", "False")
 
@@ -330,8 +331,10 @@ def test_no_catch_up_storm_after_an_outage() -> None:
 
 
 def test_starting_deadline() -> None:
-    tick = due_tick(schedule(startingDeadlineSeconds=60), berlin(9, 50), berlin(10, 5))
-    assert tick is not None and tick.too_late
+    # As CronJob: a tick older than the deadline is not considered at all.
+    assert due_tick(schedule(startingDeadlineSeconds=60), berlin(9, 50), berlin(10, 5)) is None
+    tick = due_tick(schedule(startingDeadlineSeconds=600), berlin(9, 50), berlin(10, 5))
+    assert tick is not None and tick.time == berlin(10, 0)
 
 
 def test_overnight_window() -> None:

@@ -71,12 +71,16 @@ class Cluster:
 
 def controller(cluster: Cluster) -> Controller:
     c = controller_knowing_syncjob(cluster)
-    c.jobs[KEY] = {"metadata": {"name": "plants", "namespace": "energy"}}
+    c.cache.jobs[KEY] = {"metadata": {"name": "plants", "namespace": "energy"}}
     return c
 
 
 def pod(deleting: bool) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": "plants-0-x", "labels": {"fleetsync.dev/run": "plants"}}
+    meta: dict[str, Any] = {
+        "name": "plants-0-x",
+        "namespace": "energy",
+        "labels": {"fleetsync.dev/run": "plants"},
+    }
     if deleting:
         meta["deletionTimestamp"] = "2026-11-24T20:00:00Z"
     return {"metadata": meta, "status": {}}
@@ -85,12 +89,12 @@ def pod(deleting: bool) -> dict[str, Any]:
 async def test_a_pod_being_deleted_in_a_terminating_namespace_releases_the_job() -> None:
     cluster = Cluster(terminating=True)
     c = controller(cluster)
-    c.pods[("energy", "plants-0-x")] = pod(deleting=True)
+    c.remember("Pod", "ADDED", pod(deleting=True))
     await c.reconcile_syncjob(KEY)
     assert cluster.deleted == [KEY]
-    assert c.terminating.keys() == {"energy"}
+    assert c.namespaces.terminating.keys() == {"energy"}
     # Known now: no new probe, no Job or ConfigMap recreated.
-    del c.jobs[KEY]
+    del c.cache.jobs[KEY]
     await c.reconcile_syncjob(KEY)
     assert cluster.probes == 1 and cluster.created == []
 
@@ -99,14 +103,14 @@ async def test_an_evicted_pod_in_a_live_namespace_keeps_the_job() -> None:
     cluster = Cluster(terminating=False)
     c = controller(cluster)
     pods = [pod(deleting=True)]
-    assert not await c._release_terminating(KEY, c.jobs[KEY], pods, now=100.0)
-    assert not await c._release_terminating(KEY, c.jobs[KEY], pods, now=101.0)  # throttled
+    assert not await c.namespaces.release(KEY, c.cache.jobs[KEY], pods, now=100.0)
+    assert not await c.namespaces.release(KEY, c.cache.jobs[KEY], pods, now=101.0)  # throttled
     assert cluster.deleted == [] and cluster.probes == 1
 
 
 async def test_no_pod_being_deleted_means_no_probe() -> None:
     cluster = Cluster(terminating=True)
     c = controller(cluster)
-    await c._run_state(KEY, SYNCJOB)
-    assert not await c._release_terminating(KEY, c.jobs[KEY], [pod(deleting=False)], now=100.0)
+    await c.syncjobs.run_state(KEY, SYNCJOB)
+    assert not await c.namespaces.release(KEY, c.cache.jobs[KEY], [pod(deleting=False)], now=100.0)
     assert cluster.probes == 0

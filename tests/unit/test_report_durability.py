@@ -63,7 +63,7 @@ def report(shard: int, state: str, synced: int) -> ReportWire:
 
 async def controller_with_run(store: ConfigMaps) -> Controller:
     controller = controller_knowing_syncjob(store)
-    state = await controller._run_state(KEY, SYNCJOB)
+    state = await controller.syncjobs.run_state(KEY, SYNCJOB)
     assert state is not None
     state.loaded = True
     return controller
@@ -80,7 +80,7 @@ async def test_a_final_report_is_persisted_before_it_is_acknowledged() -> None:
     # A controller started from that ConfigMap counts the shard's items.
     again = await controller_with_run(store)
     again.runs[KEY].loaded = False
-    await again._load_progress(KEY, again.runs[KEY])
+    await again.store.load(KEY, again.runs[KEY])
     assert again.runs[KEY].progress.items().synced == 10
 
 

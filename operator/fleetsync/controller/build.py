@@ -35,6 +35,7 @@ __all__ = [
     "progress_config_map_name",
     "run_labels",
     "secret_names",
+    "worker_service_account",
 ]
 
 Body = Mapping[str, Any]
@@ -91,6 +92,16 @@ def owner_reference(syncjob: Body) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def worker_service_account(spec: SyncJobSpec, settings: WorkerSettings) -> str:
+    """The ServiceAccount a run's shard pods run under (and report as)."""
+    worker = spec.worker
+    return (
+        worker.service_account_name
+        if worker and worker.service_account_name
+        else settings.service_account
+    )
 
 
 def secret_names(spec: SyncJobSpec) -> list[str]:
@@ -227,11 +238,7 @@ def build_job(
         container["resources"] = worker.resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": (
-            worker.service_account_name
-            if worker and worker.service_account_name
-            else settings.service_account
-        ),
+        "serviceAccountName": worker_service_account(spec, settings),
         # The API token is not needed: progress goes to the controller over HTTP with the
         # projected token of fleetsync's own audience, which the API server does not accept.
         "automountServiceAccountToken": False,

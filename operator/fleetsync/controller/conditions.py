@@ -52,10 +52,12 @@ def conditions_for(
             _c(T.SUSPENDED, False, reason),
         ]
     if phase is Phase.SUSPENDED:
+        # A deliberate stable state: Ready, so kstatus reads Current (it takes Ready=False
+        # as InProgress) and `helm --wait`/Flux do not hang; Suspended says why.
         return [
             _c(T.RECONCILING, False, reason),
             _c(T.STALLED, False, reason),
-            _c(T.READY, False, reason, message),
+            _c(T.READY, True, reason, message),
             _c(T.COMPLETE, False, reason),
             _c(T.FAILED, False, reason),
             _c(T.SUSPENDED, True, reason, message),

@@ -61,7 +61,7 @@ async def _run(options: ControllerOptions) -> None:
         ControllerSettings(worker=options.worker, tick_seconds=options.tick_seconds),
         clock=clock,
     )
-    server = ReportServer(controller)
+    server = ReportServer(controller, controller.metrics)
     registry = build_registry(controller, server, (options.listen_host, options.listen_port))
     stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()

@@ -1,35 +1,67 @@
 """SyncSchedule: when is a run due — CronJob's semantics plus an active window.
 
 Pure functions of the spec, the last scheduled time and "now" (injected), so tests need
-not wait for minutes. Like CronJob, a controller that was down does not replay every missed
-tick: only the most recent one is considered, and only if ``startingDeadlineSeconds`` has
-not passed. Ticks outside ``activeWindow`` are skipped and counted, never queued.
+not wait for minutes. As CronJob's controller (``mostRecentScheduleTime`` in
+kubernetes/kubernetes ``pkg/controller/cronjob/utils.go``):
+
+- a controller that was away does not replay missed ticks: only the latest tick ≤ now runs,
+  found exactly however long it was away;
+- with ``startingDeadlineSeconds``, ticks older than ``now - deadline`` are not considered,
+  and missed ticks are counted only inside that window (at most ``MAX_MISSED``).
+
+Daylight-saving time in the schedule's zone: the cron expression is matched against wall
+clock times, each mapped to the first instant that shows it. A tick in a repeated hour
+(autumn) therefore runs once — CronJob runs it twice (kubernetes/kubernetes#121594). A tick
+whose wall time does not exist (spring) does not run that day, as in CronJob (robfig/cron:
+"2am nightly job (skipped)"): the next run is the next wall time that exists.
+
+A schedule that matches no date (``59 23 31 2 *``) raises ``NeverFires`` instead of a
+croniter error. Ticks outside ``activeWindow`` are skipped and counted, never queued.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from fleetsync.api.v1alpha1.syncschedule import ActiveWindow, SyncScheduleSpec
 
-__all__ = ["Tick", "due_tick", "in_window", "next_tick", "run_name", "run_now_name"]
+__all__ = [
+    "MAX_MISSED",
+    "NeverFires",
+    "Tick",
+    "due_tick",
+    "in_window",
+    "next_tick",
+    "run_name",
+    "run_now_name",
+]
 
 # CronJob's own bound: past this many missed ticks it stops counting them one by one.
 MAX_MISSED = 100
+# Wall clocks move back by at most this much at a transition (Antarctica/Troll: 2 h).
+_DST_SLACK = timedelta(hours=2, minutes=1)
+_SEARCH_LIMIT = 10_000  # candidate wall times examined per search, a bound not a policy
+
+
+class NeverFires(ValueError):
+    """The cron expression matches no date, e.g. ``59 23 31 2 *``."""
+
+    def __init__(self, schedule: str) -> None:
+        super().__init__(f"spec.schedule: {schedule!r} matches no date: it never fires")
 
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """The latest tick since the last run, and what to do with it."""
+    """The latest tick ≤ now that is due, and what to do with it."""
 
     time: float  # epoch seconds
-    missed: int  # earlier ticks skipped because the controller was not there
-    too_late: bool  # past startingDeadlineSeconds
+    missed: int  # earlier due ticks not run (inside the starting deadline window)
     in_window: bool
 
 
@@ -49,36 +81,72 @@ def in_window(window: ActiveWindow | None, at: datetime) -> bool:
     return now >= start or now < end
 
 
-def next_tick(spec: SyncScheduleSpec, after: float) -> float:
+def _wall(epoch: float, zone: ZoneInfo) -> datetime:
+    return datetime.fromtimestamp(epoch, zone).replace(tzinfo=None)
+
+
+def _instant(wall: datetime, zone: ZoneInfo) -> float | None:
+    """The first instant showing ``wall`` in ``zone``; None if the clock skipped it."""
+    epoch = wall.replace(tzinfo=zone, fold=0).timestamp()
+    return epoch if _wall(epoch, zone) == wall else None
+
+
+def _walls(spec: SyncScheduleSpec, start: datetime, *, forward: bool) -> Iterator[datetime]:
+    it = croniter(spec.schedule, start)
+    try:
+        for _ in range(_SEARCH_LIMIT):
+            yield it.get_next(datetime) if forward else it.get_prev(datetime)
+    except CroniterBadDateError:
+        raise NeverFires(spec.schedule) from None
+
+
+def _ticks_after(spec: SyncScheduleSpec, after: float) -> Iterator[float]:
+    """Tick instants > ``after``, ascending."""
     zone = ZoneInfo(spec.time_zone)
-    base = datetime.fromtimestamp(after, zone)
-    return float(croniter(spec.schedule, base).get_next(float))
+    for wall in _walls(spec, _wall(after, zone), forward=True):
+        epoch = _instant(wall, zone)
+        if epoch is not None and epoch > after:
+            yield epoch
+
+
+def _latest(spec: SyncScheduleSpec, now: float) -> float | None:
+    """The latest tick ≤ ``now``. In the second pass of a repeated hour, wall times up to
+    the DST slack ahead of now's first showed before now: the search starts past them."""
+    zone = ZoneInfo(spec.time_zone)
+    local = datetime.fromtimestamp(now, zone)
+    ahead = _DST_SLACK if local.fold else timedelta(minutes=1)
+    for wall in _walls(spec, local.replace(tzinfo=None) + ahead, forward=False):
+        epoch = _instant(wall, zone)
+        if epoch is not None and epoch <= now:
+            return epoch
+    return None
+
+
+def next_tick(spec: SyncScheduleSpec, after: float) -> float:
+    """The first tick after ``after``; raises ``NeverFires``."""
+    for epoch in _ticks_after(spec, after):
+        return epoch
+    raise NeverFires(spec.schedule)
 
 
 def due_tick(spec: SyncScheduleSpec, last: float, now: float) -> Tick | None:
-    """The most recent tick in (last, now], or None when none is due."""
-    zone = ZoneInfo(spec.time_zone)
-    it = croniter(spec.schedule, datetime.fromtimestamp(last, zone))
-    latest: float | None = None
-    missed = 0
-    for _ in range(MAX_MISSED + 1):
-        candidate = float(it.get_next(float))
-        if candidate > now:
-            break
-        if latest is not None:
-            missed += 1
-        latest = candidate
-    else:
-        # More than MAX_MISSED ticks behind: jump to the newest tick, as CronJob does.
-        latest = float(croniter(spec.schedule, datetime.fromtimestamp(now, zone)).get_prev(float))
-        missed = MAX_MISSED
-    if latest is None:
+    """The latest tick in (earliest, now], or None; earliest is ``last`` or, with a starting
+    deadline, ``now - deadline`` if later. Raises ``NeverFires``."""
+    earliest = last
+    if spec.starting_deadline_seconds is not None:
+        earliest = max(earliest, now - spec.starting_deadline_seconds)
+    latest = _latest(spec, now)
+    if latest is None or latest <= earliest:
         return None
-    deadline = spec.starting_deadline_seconds
+    missed = 0
+    for epoch in _ticks_after(spec, earliest):
+        if epoch >= latest or missed >= MAX_MISSED:
+            break
+        missed += 1
+    zone = ZoneInfo(spec.time_zone)
     return Tick(
         time=latest,
         missed=missed,
-        too_late=deadline is not None and now - latest > deadline,
         in_window=in_window(spec.active_window, datetime.fromtimestamp(latest, zone)),
     )
 

@@ -2,61 +2,81 @@
 ``/metrics`` and ``/healthz``.
 
 A worker proves who it is with its projected service-account token (audience
-``fleetsync.dev``). The API server's TokenReview says which pod the token was issued for;
-the pod's labels say which run and shard it belongs to. A pod may report only for its
-own run and shard (403 otherwise), so worker pods need no Kubernetes RBAC at all.
-Reviews are cached by a hash of the token for a short while: one review per pod, not one
-per report.
+``fleetsync.dev``). The API server's TokenReview says which pod and ServiceAccount the
+token was issued for; reportauth.py then checks the report against the cluster (the pod is
+the run's Job's, the Job the SyncJob's, the shard the pod's), so worker pods need no
+Kubernetes RBAC at all. Reviews are cached by a hash of the token in a bounded TTL cache:
+one review per pod, not one per report. Every refusal is a 4xx (503 only for "not known
+here yet; retry"); no body, however malformed, gets a 500.
+
+The server sees the controller only through ``ReportDesk``: accept a report, persist a
+run, find a pod, describe a run, review a token, say whether the loop is alive.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
+from cachetools import TTLCache
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fleetsync.api.progress import FINAL_STATES, ReportWire
+from fleetsync.api.progress import FINAL_STATES, ReplyWire, ReportWire
 from fleetsync.controller.build import LABEL_RUN, TOKEN_AUDIENCE
-from fleetsync.controller.runtime import Controller
+from fleetsync.controller.metrics import ControllerMetrics
+from fleetsync.controller.reportauth import (
+    Identity,
+    Refusal,
+    RunView,
+    check_reporter,
+    parse_report,
+)
 
-__all__ = ["Identity", "ReportServer", "TokenReviewer"]
+__all__ = ["REPORT_MAX_BYTES", "Identity", "ReportDesk", "ReportServer", "TokenReviewer"]
 
 log = logging.getLogger("fleetsync.controller.server")
-COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+REPORT_MAX_BYTES = 1024 * 1024  # larger bodies get 413
 _POD_NAME = "authentication.kubernetes.io/pod-name"
 _POD_UID = "authentication.kubernetes.io/pod-uid"
+_METRIC_OF = {400: "invalid", 403: "forbidden", 413: "too-large", 503: "unknown-run"}
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    namespace: str
-    pod: str
-    pod_uid: str | None
+class ReportDesk(Protocol):
+    """What the report server needs from the controller, and nothing more."""
+
+    def accept_report(self, namespace: str, report: ReportWire) -> ReplyWire | None: ...
+
+    async def persist_run(self, namespace: str, run: str) -> bool: ...
+
+    async def find_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def run_view(self, namespace: str, run: str) -> RunView | None: ...
+
+    async def review_token(self, token: str) -> Mapping[str, Any]: ...
+
+    def healthy(self) -> bool: ...
 
 
 class TokenReviewer:
-    def __init__(self, controller: Controller, *, ttl: float = 60.0) -> None:
-        self.controller = controller
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, Identity | None]] = {}
+    """TokenReviews, cached by token hash: at most ``size`` entries, each for ``ttl`` s."""
+
+    def __init__(self, desk: ReportDesk, *, ttl: float = 60.0, size: int = 10_000) -> None:
+        self.desk = desk
+        self._cache: TTLCache[str, Identity | None] = TTLCache(
+            maxsize=size, ttl=ttl, timer=time.monotonic
+        )
 
     async def review(self, token: str) -> Identity | None:
         digest = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
-        hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
-        review = await self.controller.kube.token_review(token, TOKEN_AUDIENCE)
-        identity = self._identity(review.get("status") or {})
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (now, identity)
+        if digest in self._cache:
+            return self._cache[digest]
+        identity = self._identity(await self.desk.review_token(token))
+        self._cache[digest] = identity
         return identity
 
     @staticmethod
@@ -72,20 +92,25 @@ class TokenReviewer:
         if not pods:
             return None  # not a pod-bound token: cannot be tied to a shard
         uids = extra.get(_POD_UID) or [None]
-        return Identity(namespace=parts[2], pod=pods[0], pod_uid=uids[0])
+        return Identity(namespace=parts[2], service_account=parts[3], pod=pods[0], pod_uid=uids[0])
+
+
+def _refuse(refusal: Refusal) -> web.Response:
+    return web.json_response({"error": refusal.reason}, status=refusal.status)
 
 
 class ReportServer:
-    def __init__(self, controller: Controller) -> None:
-        self.controller = controller
-        self.reviewer = TokenReviewer(controller)
+    def __init__(self, desk: ReportDesk, metrics: ControllerMetrics) -> None:
+        self.desk = desk
+        self.metrics = metrics
+        self.reviewer = TokenReviewer(desk)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=REPORT_MAX_BYTES)
         app.router.add_post("/v1/report", self.report)
-        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/healthz", self.healthz)
         return app
 
@@ -100,9 +125,7 @@ class ReportServer:
             await self._runner.cleanup()
 
     async def _pod(self, identity: Identity) -> Mapping[str, Any] | None:
-        pod = self.controller.pod(identity.namespace, identity.pod)
-        if pod is None:  # the watch may lag behind a pod that just started
-            pod = await self.controller.kube.read_pod(identity.namespace, identity.pod)
+        pod = await self.desk.find_pod(identity.namespace, identity.pod)
         if pod is None:
             return None
         if identity.pod_uid and pod["metadata"].get("uid") != identity.pod_uid:
@@ -110,7 +133,7 @@ class ReportServer:
         return pod
 
     async def report(self, request: web.Request) -> web.Response:
-        metric = self.controller.metrics.reports
+        metric = self.metrics.reports
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             metric.labels("unauthenticated").inc()
@@ -119,39 +142,54 @@ class ReportServer:
         if identity is None:
             metric.labels("unauthenticated").inc()
             return web.json_response({"error": "token not accepted"}, status=401)
+        refusal, report = await self._judge(identity, request)
+        if refusal is not None:
+            metric.labels(_METRIC_OF.get(refusal.status, "forbidden")).inc()
+            if refusal.status == 403:
+                log.warning(
+                    "refused a report from pod %s/%s: %s",
+                    identity.namespace,
+                    identity.pod,
+                    refusal.reason,
+                )
+            return _refuse(refusal)
+        assert report is not None
+        return await self._accept(identity, report)
+
+    async def _judge(
+        self, identity: Identity, request: web.Request
+    ) -> tuple[Refusal | None, ReportWire | None]:
+        """Who may say this, then is it well formed: 413, 403 for another run, 400, 403."""
         try:
-            report: ReportWire = await request.json()
-            run, shard, pod_name = report["run"], int(report["shard"]), report["pod"]
-        except (ValueError, KeyError, TypeError):
-            metric.labels("invalid").inc()
-            return web.json_response({"error": "malformed report"}, status=400)
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return Refusal(413, f"a report may not exceed {REPORT_MAX_BYTES} bytes"), None
         pod = await self._pod(identity)
-        meta = (pod or {}).get("metadata") or {}
-        labels = meta.get("labels") or {}
-        annotations = meta.get("annotations") or {}
-        if (
-            pod is None
-            or labels.get(LABEL_RUN) != run
-            or annotations.get(COMPLETION_INDEX) != str(shard)
-            or pod_name != identity.pod
-        ):
-            metric.labels("forbidden").inc()
-            log.warning(
-                "refused a report for %s/%s shard %s from pod %s/%s",
-                identity.namespace,
-                run,
-                shard,
-                identity.namespace,
-                identity.pod,
-            )
-            return web.json_response(
-                {"error": "this pod may report only for its own run and shard"}, status=403
-            )
-        reply = self.controller.accept_report(identity.namespace, report)
+        if pod is None:
+            return Refusal(403, "the token's pod is not known"), None
+        own_run = ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN)
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            return Refusal(400, "body: not a JSON document"), None
+        claimed = body.get("run") if isinstance(body, dict) else None
+        if isinstance(claimed, str) and claimed != own_run:
+            return Refusal(403, "this pod may report only for its own run"), None
+        report = parse_report(body)
+        if isinstance(report, Refusal):
+            return report, None
+        view = self.desk.run_view(identity.namespace, report["run"])
+        if view is None:
+            return Refusal(503, "run not known yet; retry"), None
+        return check_reporter(identity, report, pod, view), report
+
+    async def _accept(self, identity: Identity, report: ReportWire) -> web.Response:
+        metric = self.metrics.reports
+        reply = self.desk.accept_report(identity.namespace, report)
         if reply is None:
             metric.labels("unknown-run").inc()
             return web.json_response({"error": "run not known yet; retry"}, status=503)
-        if report["state"] in FINAL_STATES and not await self.controller.persist_run(
+        if report["state"] in FINAL_STATES and not await self.desk.persist_run(
             identity.namespace, report["run"]
         ):
             # The worker exits once its last report is acknowledged: acknowledge only what
@@ -161,12 +199,11 @@ class ReportServer:
         metric.labels("accepted").inc()
         return web.json_response(reply)
 
-    async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.controller.metrics.registry)
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:
-        stale = time.monotonic() - self.controller.last_loop
-        if stale > max(30.0, self.controller.settings.tick_seconds * 30):
+        if not self.desk.healthy():
             return web.json_response({"status": "reconcile loop stuck"}, status=503)
         return web.json_response({"status": "ok"})
