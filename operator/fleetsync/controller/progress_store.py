@@ -37,6 +37,8 @@ class RunState:
     progress_dirty: bool = False
     progress_written: float = 0.0
     progress_cm_exists: bool = False
+    # Progress came from an earlier controller: it may have granted budgets still in use.
+    inherited: bool = False
     status_written: float = 0.0
     last_status: dict[str, Any] | None = None
     phase: Phase | None = None
@@ -72,6 +74,7 @@ class ProgressStore:
             raw = (cm.get("data") or {}).get("progress.json")
             if raw:
                 state.progress.restore(json.loads(raw))
+                state.inherited = bool(state.progress.views)
         state.loaded = True
 
     async def persist(self, key: Key, state: RunState, *, force: bool = False) -> None:

@@ -100,7 +100,7 @@ class Controller:
     def _forget_run(self, key: Key) -> None:
         state = self.runs.pop(key, None)
         if state is not None:
-            self.intake.release(key, state.plan.shards)
+            self.intake.release(key)
 
     # --- the loop ----------------------------------------------------------------------------
 
