@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from fleetsync.api.crd import build_crds
+from fleetsync.api.durations import human_duration
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,3 +67,26 @@ def test_the_api_reference_in_docs_is_current() -> None:
     assert path.read_text() == api_reference(), (
         "docs/api-reference.md is stale: run `fleetsync crds --reference docs/api-reference.md`"
     )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0s"), (41, "41s"), (119, "119s"), (123, "2m3s"), (540, "9m"), (600, "10m"),
+     (3 * 3600 + 5 * 60, "3h5m"), (9 * 3600, "9h"), (50 * 3600, "2d2h"), (30 * 86400, "30d")],
+)  # fmt: skip
+def test_durations_read_like_kubectl_get_jobs(seconds: float, shown: str) -> None:
+    # apimachinery's duration.HumanDuration, which `kubectl get jobs` prints.
+    assert human_duration(seconds) == shown
+
+
+def test_printer_columns_show_counts_and_times_not_raw_arrays() -> None:
+    syncjob, schedule = build_crds()
+    jobs = {c["name"]: c for c in syncjob["spec"]["versions"][0]["additionalPrinterColumns"]}
+    runs = {c["name"]: c for c in schedule["spec"]["versions"][0]["additionalPrinterColumns"]}
+    assert jobs["Duration"] == {
+        "name": "Duration",
+        "type": "string",
+        "jsonPath": ".status.duration",
+    }
+    assert runs["Active"]["jsonPath"] == ".status.activeCount"
+    assert runs["Next"]["jsonPath"] == ".status.nextScheduleTime"

@@ -172,7 +172,7 @@ def build_crds() -> list[dict[str, Any]]:
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
             {"name": "Failed", "type": "integer", "jsonPath": ".status.items.failed"},
-            {"name": "Duration", "type": "number", "jsonPath": ".status.durationSeconds"},
+            {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     )
@@ -185,8 +185,9 @@ def build_crds() -> list[dict[str, Any]]:
         [
             {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
             {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
-            {"name": "Active", "type": "integer", "jsonPath": ".status.active[*].name"},
+            {"name": "Active", "type": "integer", "jsonPath": ".status.activeCount"},
             {"name": "Last", "type": "date", "jsonPath": ".status.lastScheduleTime"},
+            {"name": "Next", "type": "date", "jsonPath": ".status.nextScheduleTime"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     )

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fleetsync.api.constants import FAILED_SAMPLE_MAX, Phase, Reason
+from fleetsync.api.durations import human_duration
 from fleetsync.api.v1alpha1.status import (
     Condition,
     FailedItems,
@@ -228,6 +229,7 @@ def build_status(
         start_time=start,
         completion_time=completion,
         duration_seconds=duration,
+        duration=None if duration is None else human_duration(duration),
         progress=f"{done}/{items.total}",
         shards=ShardCounts(
             total=shards_total,

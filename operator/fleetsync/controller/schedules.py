@@ -206,6 +206,7 @@ def plan_schedule(
         for r in active
         if r["metadata"]["name"] not in replaced
     ] + [{"name": run.name, "namespace": namespace} for run in decision.create]
+    status["activeCount"] = len(status["active"])
     _health(schedule, status, decision, problem=problem, suspended=spec.suspend, now=now)
     return decision
 
@@ -216,6 +217,7 @@ def plan_invalid(schedule: Body, problem: str, now: float) -> ScheduleDecision:
     status = dict(schedule.get("status") or {})
     status["nextScheduleTime"] = None
     status.setdefault("active", [])
+    status["activeCount"] = len(status["active"])
     decision = ScheduleDecision(status=status)
     _health(schedule, status, decision, problem=problem, suspended=False, now=now)
     return decision
@@ -298,6 +300,7 @@ async def apply_schedule(
         await kube.delete_syncjob(key[0], name)
     status = dict(decision.status)
     status["active"] = [a for a in status["active"] if "uid" in a or a["name"] not in refused]
+    status["activeCount"] = len(status["active"])
     metrics.observe_schedule(key[1], key[0], status)
     if status_changed(status, schedule.get("status") or {}):
         await kube.patch_schedule_status(*key, status)
@@ -305,7 +308,7 @@ async def apply_schedule(
 
 def status_changed(new: Body, stored: Body) -> bool:
     """Whether ``new`` differs from what the API server stored. A merge patch's nulls
-    remove fields, and fields the CRD's schema does not know (``observedGeneration`` until
-    SyncScheduleStatus has it) are pruned: neither may cause a write on every tick."""
+    remove fields, and fields the CRD's schema does not know are pruned by the API server:
+    neither may cause a write on every tick."""
     wanted = {k: v for k, v in new.items() if v is not None and (k in stored or k in _KNOWN)}
     return wanted != {k: v for k, v in stored.items() if v is not None}

@@ -96,6 +96,9 @@ class SyncJobStatus(Model):
     start_time: str | None = None
     completion_time: str | None = None
     duration_seconds: float | None = None
+    duration: str | None = Field(
+        None, description="durationSeconds as `kubectl get jobs` shows it."
+    )
     progress: str | None = Field(None, description="synced/total, for `kubectl get`.")
     shards: ShardCounts | None = None
     items: ItemCounts | None = None

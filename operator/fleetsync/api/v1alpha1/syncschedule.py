@@ -91,6 +91,8 @@ class SyncScheduleStatus(Model):
         None, description="The last fleetsync.dev/run-now value a run was started for."
     )
     conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    active_count: int = Field(0, description="How many runs are active (a printer column).")
 
 
 class SyncSchedule(Model):
