@@ -1,8 +1,8 @@
 """Records and dead letters waiting for the sink, cut into batches of the sink's size.
 
 Pure bookkeeping: no I/O. A record stays here, with the item it came from, until the
-writer takes its batch; what the writer could not write it hands back (:meth:`put_back`),
-so nothing leaves the books between "cut" and "written".
+writer takes its batch; the writer then owns it until it has an outcome. Dead letters the
+sink would not take are handed back (:meth:`Batcher.put_back_letters`) for the next flush.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ __all__ = ["Batcher", "Entry", "Letter"]
 class Entry:
     pending: Pending
     record: Record
+    attempts: int = 1  # the fetch's, for a dead letter should the write fail
 
 
 @dataclass(frozen=True, slots=True)

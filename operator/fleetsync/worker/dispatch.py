@@ -35,6 +35,7 @@ class Dispatcher:
         limiter_for: Callable[[str, float], SlotLimiter],
         fetch: Fetch,
         then: Then,
+        before_fetch: Callable[[Pending], Awaitable[None]] | None = None,
         on_skip: Callable[[Pending], None],
         on_crash: Callable[[Pending, BaseException], None],
         stopping: asyncio.Event,
@@ -43,6 +44,7 @@ class Dispatcher:
         self._limiter_for = limiter_for
         self._fetch = fetch
         self._then = then
+        self._before_fetch = before_fetch
         self._on_skip = on_skip
         self._on_crash = on_crash
         self._stopping = stopping
@@ -93,6 +95,11 @@ class Dispatcher:
 
     async def _item(self, vendor: VendorRuntime, pending: Pending, entered: asyncio.Event) -> None:
         try:
+            if self._before_fetch is not None:
+                await self._before_fetch(pending)
+            if self._stopping.is_set():
+                self._on_skip(pending)  # stopped while it waited: not fetched, not final
+                return
             async with vendor.gate:
                 entered.set()
                 outcome = await self._fetch(vendor, pending)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Mapping
@@ -53,6 +54,8 @@ from fleetsync.worker.writer import SinkWriter
 
 __all__ = ["EngineResult", "ShardEngine", "ShardPlan"]
 
+log = logging.getLogger("fleetsync.worker")
+
 _STATE_READ_BATCH = 100
 
 
@@ -87,7 +90,13 @@ class ShardEngine:
         self.fetcher = fetcher
         self.metrics = metrics
         self.tracker = CheckpointTracker(resume)
-        self.books = Books(self.tracker, max_pending=plan.max_pending, metrics=metrics)
+        self.books = Books(
+            self.tracker,
+            max_pending=plan.max_pending,
+            metrics=metrics,
+            window=max(sink.max_batch_size, spec.source.concurrency.max),
+            acknowledged_by_reports=coordinator.keeps_reports,
+        )
         self._stopping = stop or asyncio.Event()
         rng = rng or random.Random()
         self.attempts = Attempts(
@@ -98,7 +107,14 @@ class ShardEngine:
             rng=rng,
             metrics=metrics,
         )
-        self.writer = SinkWriter(sink, run=plan.run, books=self.books)
+        self.writer = SinkWriter(
+            sink,
+            run=plan.run,
+            books=self.books,
+            rng=rng,
+            on_durable=self._on_durable,
+            on_sink_down=self._sink_down,
+        )
         self.budgets = _Budgets(
             plan,
             max_parallelism=spec.sharding.max_parallelism,
@@ -109,7 +125,8 @@ class ShardEngine:
             limiter_for=self.budgets.limiter_for,
             fetch=lambda vendor, pending: self.attempts.fetch(vendor, pending.item),
             then=self._fetched,
-            on_skip=lambda _pending: self.books.release(),
+            before_fetch=lambda pending: self.books.enter_window(pending.index),
+            on_skip=lambda pending: self.books.release(pending.index),
             on_crash=self._crashed,
             stopping=self._stopping,
         )
@@ -120,9 +137,13 @@ class ShardEngine:
             snapshot=self.build_report,
             on_verdicts=lambda verdicts: apply_verdicts(self.vendors, verdicts),
             on_stop=self.stop,
+            on_delivered=self._delivered,
             rng=rng,
         )
         self._report_seq = report_seq
+        self._covered = 0  # final items the report being sent carries to the coordinator
+        self._last_delivered = time.time()
+        self._error: str | None = None
         self._sink_seen = SinkCost()
         self._shard_total: int | None = None
         self._seen = 0
@@ -162,13 +183,34 @@ class ShardEngine:
                 await reporter
             await flusher
             await self.writer.flush(force=True)
+        if self._error is not None:
+            state = "failed"  # the sink was unusable: say so, and why
+        elif state == "done":
+            self._error = self._books_error()
+            state = "failed" if self._error else state
         await self.reporter.final(state)
         return EngineResult(
             state=state,
             checkpoint=self.tracker.snapshot(),
             shard_total=self._shard_total,
             failed_sample=list(self.books.failed_sample),
+            error=self._error,
         )
+
+    def _books_error(self) -> str | None:
+        """Why the books do not balance (a shard must never say done with an unfinished
+        item), or None when every item of the shard's inventory reached one outcome."""
+        final = sum(self.tracker.counts.values())
+        books = self.books
+        if books.unfinished == 0 and final == self._shard_total:
+            return None
+        error = (
+            f"AccountingError: shard {self.plan.shard} read {self._shard_total} items but "
+            f"{final} reached an outcome ({books.read} read by this pod, {books.finished} "
+            f"finished, {books.unfinished} unfinished)"
+        )
+        log.error("%s", error)
+        return error
 
     # --- inventory -> dispatch -----------------------------------------------------------
 
@@ -245,7 +287,7 @@ class ShardEngine:
             order_value=_orderable(attributes, pending.item, order_by),
             monotonic_value=_orderable(attributes, pending.item, monotonic),
         )
-        await self.writer.add(Entry(pending, record))
+        await self.writer.add(Entry(pending, record, attempts=outcome.attempts))
 
     def _crashed(self, pending: Pending, error: BaseException) -> None:
         reason = f"internal error: {type(error).__name__}"
@@ -256,17 +298,41 @@ class ShardEngine:
     def _wake_reporter(self) -> None:
         self.reporter.wake.set()
 
+    def _on_durable(self) -> None:
+        # Half the refetch window waits for a checkpoint: report now, not in a second.
+        window = self.books.window or 0
+        if self.books.unacknowledged * 2 >= window:
+            self.reporter.wake.set()
+
+    def _sink_down(self, reason: str) -> None:
+        self._error = (
+            f"SinkError: dead letters could not be written ({reason}); "
+            f"{self.books.unfinished} items left unfinished for a replacement"
+        )
+        log.error("%s", self._error)
+        self.books.open_window()
+        self.stop()
+
+    def _delivered(self, delivered: bool, now: float) -> None:
+        if delivered:
+            self._last_delivered = now
+        elif now - self._last_delivered < self.plan.timing.fallback_after:
+            return  # a short outage: keep the window until the coordinator is back
+        self.books.acknowledge(self._covered)
+
     def build_report(self, state: ShardState) -> ReportWire:
         self._sink_seen = update_gauges(
             self.metrics, self.vendors.values(), self.sink, self._sink_seen
         )
         self._report_seq += 1
+        self._covered = self.books.unacknowledged
         progress = ShardProgress(
             seen=self._seen,
             shard_total=self._shard_total,
             checkpoint=self.tracker.snapshot(),
             vendor_calls=self.vendor_calls,
             failed_sample=list(self.books.failed_sample),
+            error=self._error,
         )
         return shard_report(
             self.plan,

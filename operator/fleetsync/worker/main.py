@@ -1,7 +1,8 @@
 """``fleetsync worker``: one shard as a process, with the exit codes the Job relies on.
 
 0 = shard done; 64 = invalid config (never retried); 75 = interrupted by SIGTERM with the
-checkpoint handed to the coordinator (a replacement resumes); anything else = crash.
+checkpoint handed to the coordinator (a replacement resumes); 1 = the shard's books did not
+balance (an item without an outcome: reported as ``failed`` with the counts) or a crash.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from fleetsync.api.v1alpha1 import SyncJobSpec, SyncSchedule
 from fleetsync.coordination.protocol import Coordinator, NoCoordinator
 from fleetsync.errors import ManifestError
 from fleetsync.metrics import WorkerMetrics
-from fleetsync.worker.checkpoint import CheckpointTracker
 from fleetsync.worker.coordination import HttpCoordinator
 from fleetsync.worker.engine import EngineResult, ShardEngine, ShardPlan
 from fleetsync.worker.fetch import AllowedHosts, Fetcher
@@ -109,13 +109,13 @@ async def run_shard(
     )
     try:
         requests = RequestBuilder(spec.source, secrets=secrets, fetcher=fetcher)
+        # A replacement has no checkpoint of its own yet: it says so (None), so it can never
+        # overwrite the one its predecessor left, and resumes from the one in the reply.
         hello = shard_report(
             plan,
             seq=1,
             state="starting",
-            progress=ShardProgress(
-                seen=0, shard_total=None, checkpoint=CheckpointTracker().snapshot()
-            ),
+            progress=ShardProgress(seen=0, shard_total=None, checkpoint=None),
             cost=sink.cost,
         )
         reply = await _first_contact(coordinator, hello, rng=random.Random())
@@ -204,6 +204,9 @@ async def _main(options: WorkerOptions) -> int:
         )
     finally:
         await coordinator.aclose()
+    if result.state == "failed":
+        log.error("shard failed: %s", result.error)
+        return ExitCode.FAILED
     return ExitCode.OK if result.state == "done" else ExitCode.INTERRUPTED
 
 

@@ -184,6 +184,7 @@ class Reporter:
         snapshot: Callable[[ShardState], ReportWire],
         on_verdicts: Callable[[Mapping[str, str]], None],
         on_stop: Callable[[], None],
+        on_delivered: Callable[[bool, float], None] = lambda delivered, now: None,
         rng: random.Random,
     ) -> None:
         self.plan = plan
@@ -192,6 +193,7 @@ class Reporter:
         self._snapshot = snapshot
         self._on_verdicts = on_verdicts
         self._on_stop = on_stop
+        self._on_delivered = on_delivered
         self._rng = rng
         self.wake = asyncio.Event()
 
@@ -225,6 +227,7 @@ class Reporter:
             log.warning("progress report failed: %s", type(error).__name__)
             reply = None
         now = time.time()
+        self._on_delivered(reply is not None, now)
         if reply is None:
             self.budgets.on_silence(now)
             return False
