@@ -120,26 +120,8 @@ class ShardEngine:
             max_parallelism=spec.sharding.max_parallelism,
             on_new_key=self._wake_reporter,
         )
-        self.dispatcher = Dispatcher(
-            spec.source,
-            limiter_for=self.budgets.limiter_for,
-            fetch=lambda vendor, pending: self.attempts.fetch(vendor, pending.item),
-            then=self._fetched,
-            before_fetch=lambda pending: self.books.enter_window(pending.index),
-            on_skip=lambda pending: self.books.release(pending.index),
-            on_crash=self._crashed,
-            stopping=self._stopping,
-        )
-        self.reporter = Reporter(
-            plan,
-            coordinator=coordinator,
-            budgets=self.budgets,
-            snapshot=self.build_report,
-            on_verdicts=lambda verdicts: apply_verdicts(self.vendors, verdicts),
-            on_stop=self.stop,
-            on_delivered=self._delivered,
-            rng=rng,
-        )
+        self.dispatcher = self._dispatcher()
+        self.reporter = self._reporter(coordinator, rng)
         self._report_seq = report_seq
         self._covered = 0  # final items the report being sent carries to the coordinator
         self._last_delivered = time.time()
@@ -150,6 +132,30 @@ class ShardEngine:
         fresh = spec.write.fresh_for_seconds
         self._fresh_for = fresh
         self._read_state = spec.write.skip_unchanged or fresh is not None
+
+    def _dispatcher(self) -> Dispatcher:
+        return Dispatcher(
+            self.spec.source,
+            limiter_for=self.budgets.limiter_for,
+            fetch=lambda vendor, pending: self.attempts.fetch(vendor, pending.item),
+            then=self._fetched,
+            before_fetch=lambda pending: self.books.enter_window(pending.index),
+            on_skip=lambda pending: self.books.release(pending.index),
+            on_crash=self._crashed,
+            stopping=self._stopping,
+        )
+
+    def _reporter(self, coordinator: Coordinator, rng: random.Random) -> Reporter:
+        return Reporter(
+            self.plan,
+            coordinator=coordinator,
+            budgets=self.budgets,
+            snapshot=self.build_report,
+            on_verdicts=lambda verdicts: apply_verdicts(self.vendors, verdicts),
+            on_stop=self.stop,
+            on_delivered=self._delivered,
+            rng=rng,
+        )
 
     @property
     def vendors(self) -> Mapping[str, VendorRuntime]:
