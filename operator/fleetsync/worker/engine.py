@@ -184,6 +184,7 @@ class ShardEngine:
             # Never cancel the flusher: a batch it has cut and is writing would be written
             # (the sink's thread goes on) but never counted. Let it finish its round.
             self.writer.stop()
+            self.reporter.close()
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter

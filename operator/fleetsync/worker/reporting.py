@@ -196,13 +196,21 @@ class Reporter:
         self._on_delivered = on_delivered
         self._rng = rng
         self.wake = asyncio.Event()
+        self._closing = False
 
     async def loop(self) -> None:
-        while True:
+        while not self._closing:
             self.wake.clear()
             await self.send("running")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.plan.report_interval)
+
+    def close(self) -> None:
+        """End :meth:`loop` at its next turn. A flag, not only a cancel: ``wait_for``
+        swallows a cancel that lands as its event fires (Python 3.11), and the loop would
+        then report forever."""
+        self._closing = True
+        self.wake.set()
 
     async def final(self, state: ShardState) -> None:
         """The last report carries the shard's final counts: if the coordinator is away
