@@ -120,6 +120,7 @@ def test_a_worker_sent_sigterm_exits_75(sim: SimulatorProcess, tmp_path: Path) -
     }
     path = tmp_path / "sig.yaml"
     path.write_text(yaml.safe_dump(body))
+    calls_before = sim.stats()["vendors"]["slow"]["total"]
     worker = subprocess.Popen(
         [sys.executable, "-m", "fleetsync", "worker", "--manifest", str(path), "--shards", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -140,6 +141,8 @@ def test_a_worker_sent_sigterm_exits_75(sim: SimulatorProcess, tmp_path: Path) -
     with sqlite3.connect(db) as connection:
         (n,) = connection.execute("SELECT count(*) FROM plants").fetchone()
     assert 50 <= n < 3000  # in-flight items finished and flushed, the rest left for later
+    # Every item fetched before the exit was written: none was in flight and lost.
+    assert sim.stats()["vendors"]["slow"]["total"] - calls_before == n
 
 
 def test_worker_metrics_carry_no_run_pod_or_item_names(

@@ -1,7 +1,8 @@
 """``fleetsync worker``: one shard as a process, with the exit codes the Job relies on.
 
 0 = shard done; 64 = invalid config (never retried); 75 = interrupted by SIGTERM with the
-checkpoint handed to the coordinator (a replacement resumes); anything else = crash.
+checkpoint handed to the coordinator (a replacement resumes); 1 = the shard's books did not
+balance (an item without an outcome: reported as ``failed`` with the counts) or a crash.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import socket
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from fleetsync.metrics import WorkerMetrics
 from fleetsync.worker.coordination import HttpCoordinator
 from fleetsync.worker.engine import EngineResult, ShardEngine, ShardPlan
 from fleetsync.worker.fetch import AllowedHosts, Fetcher
+from fleetsync.worker.reporting import REPORT_BACKOFF, ShardProgress, shard_report
 from fleetsync.worker.requests import RequestBuilder
 from fleetsync.worker.secrets import SecretResolver
 from fleetsync.worker.sinkfactory import build_sink
@@ -87,9 +90,15 @@ async def run_shard(
     secrets: SecretResolver,
     coordinator: Coordinator,
     transport: str | httpx.AsyncBaseTransport = "aiohttp",
+    stop: asyncio.Event | None = None,
     engine_ready: asyncio.Future[ShardEngine] | None = None,
     metrics: WorkerMetrics | None = None,
 ) -> EngineResult:
+    """Run one shard. Setting ``stop`` (SIGTERM) interrupts it gracefully, at any point.
+
+    ``engine_ready`` is kept for callers that stop the engine directly; prefer ``stop``.
+    """
+    stop = stop or asyncio.Event()
     sink = build_sink(spec, secrets=secrets, base_dir=plan.base_dir)
     max_connections = spec.source.concurrency.max * 4
     fetcher = Fetcher(
@@ -100,10 +109,16 @@ async def run_shard(
     )
     try:
         requests = RequestBuilder(spec.source, secrets=secrets, fetcher=fetcher)
-        hello = ShardEngine(
-            spec, plan, sink=sink, fetcher=fetcher, requests=requests, coordinator=coordinator
-        ).build_report("starting")
-        reply = await _first_contact(coordinator, hello)
+        # A replacement has no checkpoint of its own yet: it says so (None), so it can never
+        # overwrite the one its predecessor left, and resumes from the one in the reply.
+        hello = shard_report(
+            plan,
+            seq=1,
+            state="starting",
+            progress=ShardProgress(seen=0, shard_total=None, checkpoint=None),
+            cost=sink.cost,
+        )
+        reply = await _first_contact(coordinator, hello, rng=random.Random())
         engine = ShardEngine(
             spec,
             plan,
@@ -113,6 +128,8 @@ async def run_shard(
             coordinator=coordinator,
             resume=reply["resume"] if reply else None,
             metrics=metrics,
+            stop=stop,
+            report_seq=hello["seq"],
         )
         if engine_ready is not None:
             engine_ready.set_result(engine)
@@ -125,17 +142,20 @@ async def run_shard(
         await fetcher.aclose()
 
 
-async def _first_contact(coordinator: Coordinator, hello: ReportWire) -> ReplyWire | None:
+async def _first_contact(
+    coordinator: Coordinator, hello: ReportWire, *, rng: random.Random, tries: int = 4
+) -> ReplyWire | None:
     # A few tries: the coordinator may be starting. Without it the shard starts from scratch.
-    for delay in (0.0, 0.5, 1.0, 2.0):
-        await asyncio.sleep(delay)
+    for attempt in range(1, tries + 1):
         try:
             reply = await coordinator.report(hello)
         except Exception as error:
             log.warning("coordinator not reachable yet: %s", type(error).__name__)
-            continue
-        if reply is not None:
+            reply = None
+        if reply is not None or not coordinator.keeps_reports:
             return reply
+        if attempt < tries:
+            await asyncio.sleep(REPORT_BACKOFF.delay(attempt, rng))
     return None
 
 
@@ -155,7 +175,7 @@ async def _main(options: WorkerOptions) -> int:
         else NoCoordinator()
     )
     loop = asyncio.get_running_loop()
-    ready: asyncio.Future[ShardEngine] = loop.create_future()
+    stop = asyncio.Event()
     metrics = None
     if options.metrics_port is not None:
         registry = CollectorRegistry()
@@ -169,10 +189,7 @@ async def _main(options: WorkerOptions) -> int:
 
     def on_sigterm() -> None:
         log.info("SIGTERM: finishing in-flight items, then exiting 75")
-        if ready.done():
-            ready.result().stop()
-        else:
-            ready.add_done_callback(lambda f: f.result().stop())
+        stop.set()
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
@@ -182,11 +199,14 @@ async def _main(options: WorkerOptions) -> int:
             secrets=SecretResolver(options.secrets_dir),
             coordinator=coordinator,
             transport=options.transport,
-            engine_ready=ready,
+            stop=stop,
             metrics=metrics,
         )
     finally:
         await coordinator.aclose()
+    if result.state == "failed":
+        log.error("shard failed: %s", result.error)
+        return ExitCode.FAILED
     return ExitCode.OK if result.state == "done" else ExitCode.INTERRUPTED
 
 

@@ -1,0 +1,116 @@
+"""Items to vendors: one queue per vendor, so a slow or failing vendor never holds others up.
+
+Each vendor's loop starts one task per item and waits until that task has entered the
+vendor's concurrency gate before taking the next: the gate is entered and left by the item's
+own task (``async with``), while the loop still provides the back-pressure. Every item task
+is collected: an exception that escapes one (a bug) is handed to ``on_crash`` so its item
+ends in an outcome instead of vanishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from fleetsync.api.v1alpha1.syncjob import Source
+from fleetsync.worker.attempts import FetchOutcome
+from fleetsync.worker.outcome import Pending
+from fleetsync.worker.ratelimit import SlotLimiter
+from fleetsync.worker.vendors import DEFAULT_VENDOR, VendorRuntime, limit_for
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger("fleetsync.worker")
+
+Fetch = Callable[[VendorRuntime, Pending], Awaitable[FetchOutcome]]
+Then = Callable[[Pending, FetchOutcome], Awaitable[None]]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        source: Source,
+        *,
+        limiter_for: Callable[[str, float], SlotLimiter],
+        fetch: Fetch,
+        then: Then,
+        before_fetch: Callable[[Pending], Awaitable[None]] | None = None,
+        on_skip: Callable[[Pending], None],
+        on_crash: Callable[[Pending, BaseException], None],
+        stopping: asyncio.Event,
+    ) -> None:
+        self._source = source
+        self._limiter_for = limiter_for
+        self._fetch = fetch
+        self._then = then
+        self._before_fetch = before_fetch
+        self._on_skip = on_skip
+        self._on_crash = on_crash
+        self._stopping = stopping
+        self.vendors: dict[str, VendorRuntime] = {}
+        self._queues: dict[str, asyncio.Queue[Pending | None]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._tasks: dict[asyncio.Task[None], Pending] = {}
+
+    def vendor_of(self, item: Mapping[str, object]) -> VendorRuntime:
+        by = self._source.vendors.by if self._source.vendors else None
+        name = str(item.get(by) or DEFAULT_VENDOR) if by else DEFAULT_VENDOR
+        runtime = self.vendors.get(name)
+        if runtime is None:
+            key, rate = limit_for(self._source, name)
+            limiter = self._limiter_for(key, rate) if key is not None and rate is not None else None
+            runtime = VendorRuntime(name, self._source, limiter=limiter)
+            self.vendors[name] = runtime
+            self._queues[name] = asyncio.Queue()
+            self._loops.append(asyncio.create_task(self._loop(runtime), name=f"vendor-{name}"))
+        return runtime
+
+    def dispatch(self, pending: Pending) -> None:
+        vendor = self.vendor_of(pending.item)
+        vendor.pending += 1
+        self._queues[vendor.name].put_nowait(pending)
+
+    async def drain(self) -> None:
+        """Let every queued item reach its task, and every task finish."""
+        for queue in self._queues.values():
+            await queue.put(None)
+        if self._loops:
+            await asyncio.gather(*self._loops)
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    async def _loop(self, vendor: VendorRuntime) -> None:
+        queue = self._queues[vendor.name]
+        while (pending := await queue.get()) is not None:
+            if self._stopping.is_set():
+                vendor.pending -= 1
+                self._on_skip(pending)  # not final: the replacement shard picks it up
+                continue
+            entered = asyncio.Event()
+            task = asyncio.create_task(self._item(vendor, pending, entered))
+            self._tasks[task] = pending
+            task.add_done_callback(self._collect)
+            await entered.wait()
+
+    async def _item(self, vendor: VendorRuntime, pending: Pending, entered: asyncio.Event) -> None:
+        try:
+            if self._before_fetch is not None:
+                await self._before_fetch(pending)
+            if self._stopping.is_set():
+                self._on_skip(pending)  # stopped while it waited: not fetched, not final
+                return
+            async with vendor.gate:
+                entered.set()
+                outcome = await self._fetch(vendor, pending)
+        finally:
+            entered.set()
+            vendor.pending -= 1
+        await self._then(pending, outcome)
+
+    def _collect(self, task: asyncio.Task[None]) -> None:
+        pending = self._tasks.pop(task)
+        if task.cancelled():
+            self._on_crash(pending, asyncio.CancelledError())
+        elif (error := task.exception()) is not None:
+            self._on_crash(pending, error)

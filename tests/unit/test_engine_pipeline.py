@@ -1,0 +1,233 @@
+"""The engine's stages one at a time: typed fetch outcomes, the pure report, the gate held
+by one task, the budgets' fallback share."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fleetsync.api.v1alpha1 import SyncJobSpec
+from fleetsync.coordination.timing import LeaseTiming
+from fleetsync.sinks.base import SinkCost
+from fleetsync.worker.attempts import Attempts, Fetched, FetchFailed
+from fleetsync.worker.concurrency import ConcurrencyGate
+from fleetsync.worker.dispatch import Dispatcher
+from fleetsync.worker.fetch import Fetcher
+from fleetsync.worker.main import allowed_hosts
+from fleetsync.worker.mapping import Mapper
+from fleetsync.worker.outcome import Pending
+from fleetsync.worker.plan import ShardPlan
+from fleetsync.worker.reporting import ShardProgress, _Budgets, shard_report
+from fleetsync.worker.requests import RequestBuilder
+from fleetsync.worker.retry import RetryPolicy
+from fleetsync.worker.secrets import SecretResolver
+from fleetsync.worker.vendors import VendorRuntime
+
+PLAN = ShardPlan(run="r1", shard=2, shards=4, pod="p-2", base_dir=Path("."))
+
+
+def spec(max_attempts: int = 3) -> SyncJobSpec:
+    return SyncJobSpec.model_validate(
+        {
+            "fleet": {"inventory": {"generate": {"count": 1, "idTemplate": "p-{i}"}}},
+            "source": {
+                "http": {"url": "http://vendor.test/plants/{id}"},
+                "retry": {
+                    "maxAttempts": max_attempts,
+                    "backoff": {"baseSeconds": 0.001, "maxSeconds": 0.002},
+                },
+                "mapping": {"power": "$.data.power"},
+            },
+        }
+    )
+
+
+async def fetch_one(
+    answers: list[httpx.Response], max_attempts: int = 3
+) -> tuple[Fetched | FetchFailed, int]:
+    job = spec(max_attempts)
+    served = iter(answers)
+    fetcher = Fetcher(
+        allowed=allowed_hosts(job),
+        timeout_seconds=1,
+        max_connections=2,
+        transport=httpx.MockTransport(lambda _request: next(served)),
+    )
+    attempts = Attempts(
+        fetcher=fetcher,
+        requests=RequestBuilder(job.source, secrets=SecretResolver(None, {}), fetcher=fetcher),
+        mapper=Mapper(job.source.mapping),
+        retry=RetryPolicy.from_spec(job.source.retry),
+        rng=random.Random(1),
+    )
+    try:
+        outcome = await attempts.fetch(
+            VendorRuntime("default", job.source, limiter=None), {"id": "p-1"}
+        )
+    finally:
+        await fetcher.aclose()
+    return outcome, attempts.vendor_calls
+
+
+async def test_a_success_after_retries_carries_its_attempt_count() -> None:
+    ok = httpx.Response(200, json={"data": {"power": 2.5}})
+    outcome, calls = await fetch_one([httpx.Response(503), httpx.Response(429), ok])
+    assert outcome == Fetched({"power": 2.5}, attempts=3)
+    assert calls == 3
+
+
+@pytest.mark.parametrize(
+    ("answers", "cause", "attempts", "text"),
+    [
+        ([httpx.Response(503)] * 3, "vendor", 3, "HTTP 503"),
+        ([httpx.Response(429)] * 2, "throttled", 2, "429"),
+        ([httpx.Response(200, content=b"{nope")], "payload", 1, "not JSON"),
+        ([httpx.Response(404)], "payload", 1, "HTTP 404"),
+        ([httpx.Response(503), httpx.Response(200, json={"x": 1})], "payload", 2, "matched"),
+    ],
+)
+async def test_failures_are_typed_with_cause_and_attempts(
+    answers: list[httpx.Response], cause: str, attempts: int, text: str
+) -> None:
+    outcome, _ = await fetch_one(answers, max_attempts=len(answers))
+    assert isinstance(outcome, FetchFailed)
+    assert (outcome.cause, outcome.attempts) == (cause, attempts)
+    assert text in outcome.reason
+
+
+async def test_a_bug_fails_the_item_instead_of_escaping() -> None:
+    def boom(_request: httpx.Request) -> httpx.Response:
+        raise ZeroDivisionError
+
+    job = spec()
+    fetcher = Fetcher(
+        allowed=allowed_hosts(job), timeout_seconds=1, max_connections=2,
+        transport=httpx.MockTransport(boom),
+    )  # fmt: skip
+    attempts = Attempts(
+        fetcher=fetcher,
+        requests=RequestBuilder(job.source, secrets=SecretResolver(None, {}), fetcher=fetcher),
+        mapper=Mapper(job.source.mapping),
+        retry=RetryPolicy.from_spec(job.source.retry),
+        rng=random.Random(1),
+    )
+    outcome = await attempts.fetch(VendorRuntime("default", job.source, limiter=None), {"id": "a"})
+    await fetcher.aclose()
+    assert outcome == FetchFailed("internal error: ZeroDivisionError", 1, "internal")
+
+
+def test_shard_report_is_a_pure_function_of_its_inputs() -> None:
+    progress = ShardProgress(
+        seen=7,
+        shard_total=None,
+        checkpoint={"watermark": 3, "above": "", "counts": {"synced": 4}},
+        vendor_calls=9,
+        error="books",
+    )
+    first = shard_report(PLAN, seq=5, state="running", progress=progress, cost=SinkCost(calls=2))
+    again = shard_report(PLAN, seq=5, state="running", progress=progress, cost=SinkCost(calls=2))
+    assert first == again
+    assert (first["run"], first["shard"], first["pod"], first["seq"]) == ("r1", 2, "p-2", 5)
+    assert first["cost"]["vendorCalls"] == 9 and first["cost"]["sinkCalls"] == 2
+    assert first["error"] == "books" and first["checkpoint"] == progress.checkpoint
+
+
+def test_a_starting_report_carries_no_checkpoint() -> None:
+    hello = shard_report(
+        PLAN, seq=1, state="starting", progress=ShardProgress(0, None, checkpoint=None)
+    )
+    assert hello["checkpoint"] is None and "error" not in hello
+
+
+class RecordingGate(ConcurrencyGate):
+    def __init__(self, gate: ConcurrencyGate) -> None:
+        super().__init__(gate._controller)
+        self.entered: list[asyncio.Task[object] | None] = []
+        self.left: list[asyncio.Task[object] | None] = []
+
+    async def __aenter__(self) -> None:
+        await super().__aenter__()
+        self.entered.append(asyncio.current_task())
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.left.append(asyncio.current_task())
+        await super().__aexit__(None, None, None)
+
+
+async def test_the_gate_is_entered_and_left_by_the_same_item_task() -> None:
+    job = spec()
+    done: list[tuple[int, object]] = []
+    peak = 0
+
+    async def fetch(vendor: VendorRuntime, pending: Pending) -> Fetched:
+        nonlocal peak
+        peak = max(peak, vendor.gate.in_flight)
+        await asyncio.sleep(0.001)
+        return Fetched({"n": pending.index}, 1)
+
+    async def then(pending: Pending, outcome: object) -> None:
+        done.append((pending.index, outcome))
+
+    dispatcher = Dispatcher(
+        job.source,
+        limiter_for=lambda key, rate: pytest.fail("no rate limit configured"),
+        fetch=fetch,
+        then=then,
+        on_skip=lambda pending: pytest.fail("nothing is skipped"),
+        on_crash=lambda pending, error: pytest.fail(f"crashed: {error!r}"),
+        stopping=asyncio.Event(),
+    )
+    vendor = dispatcher.vendor_of({"id": "p-0"})
+    gate = vendor.gate = RecordingGate(vendor.gate)
+    for i in range(40):
+        dispatcher.dispatch(Pending(index=i, key=f"p-{i}", item={"id": f"p-{i}"}))
+    await dispatcher.drain()
+    assert sorted(i for i, _ in done) == list(range(40))
+    assert gate.entered == gate.left and len(set(gate.entered)) == 40  # one task per item
+    assert gate.in_flight == 0 and vendor.pending == 0
+    assert 1 <= peak <= vendor.concurrency.limit
+
+
+async def test_an_item_task_that_raises_is_collected_and_reported() -> None:
+    crashed: list[tuple[int, str]] = []
+
+    async def fetch(vendor: VendorRuntime, pending: Pending) -> Fetched:
+        return Fetched({}, 1)
+
+    async def then(pending: Pending, outcome: object) -> None:
+        if pending.index == 3:
+            raise RuntimeError("after the fetch")
+
+    dispatcher = Dispatcher(
+        spec().source,
+        limiter_for=lambda key, rate: pytest.fail("no rate limit configured"),
+        fetch=fetch,
+        then=then,
+        on_skip=lambda pending: pytest.fail("nothing is skipped"),
+        on_crash=lambda pending, error: crashed.append((pending.index, repr(error))),
+        stopping=asyncio.Event(),
+    )
+    for i in range(5):
+        dispatcher.dispatch(Pending(index=i, key=f"p-{i}", item={"id": f"p-{i}"}))
+    await dispatcher.drain()
+    assert crashed == [(3, "RuntimeError('after the fetch')")]
+
+
+def test_budgets_fall_back_to_a_static_share_only_after_silence() -> None:
+    woken: list[bool] = []
+    budgets = _Budgets(PLAN, max_parallelism=4, on_new_key=lambda: woken.append(True))
+    limiter = budgets.limiter_for("k", 8.0)
+    assert budgets.limiter_for("k", 8.0) is limiter and woken == [True]
+    now = 1_000_000.0
+    budgets.on_silence(now)
+    assert limiter.grants == ()  # not yet: someone may still hold a lease
+    budgets.on_silence(now + LeaseTiming().fallback_after + 0.1)
+    (grant,) = limiter.grants
+    assert grant.share == pytest.approx(2.0)  # 8 requests/s over maxParallelism 4
+    budgets.on_reply({"grants": {}, "breakers": {}, "stop": False, "resume": None}, now)
+    budgets.on_silence(now + 1)
+    assert limiter.grants == (grant,)  # the silence clock restarted with the reply
