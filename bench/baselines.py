@@ -73,7 +73,7 @@ def seed_dynamodb(base: str, count: int, endpoint: str, table: str) -> None:
     )  # fmt: skip
 
     def write(batch: list[dict[str, Any]]) -> None:
-        items = [
+        items: list[Any] = [
             {"PutRequest": {"Item": {"PK": {"S": f"PLANT#{d['id']}"}, "power": {"N": str(d["power"])},
                                      "updated_at": {"S": d["updated_at"]}}}}
             for d in batch

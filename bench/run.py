@@ -89,7 +89,11 @@ def main() -> None:
     for name in args.cases:
         print(f"[{time.monotonic() - started:5.0f} s] {name}", file=sys.stderr, flush=True)
         lines += CASES[name](settings)
-    lines += [f"Total benchmark time: {time.monotonic() - started:.0f} s.", ""]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines += [
+        f"Total benchmark time: {time.monotonic() - started:.0f} s; load average at the end {load}.",
+        "",
+    ]
     text = "\n".join(lines)
     if args.output is not None:
         args.output.write_text(text)

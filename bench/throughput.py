@@ -176,15 +176,16 @@ def case_dynamodb(settings: Settings) -> list[str]:
 
 
 def _best_width(url: str, count: int) -> tuple[int, dict[int, float]]:
-    """One calibration pass of the raw bound at each width (7,000 items)."""
+    """One calibration pass of the raw bound at each width."""
     seconds = {w: _raw(url, count, w)() for w in WIDTHS}
     return min(seconds, key=seconds.__getitem__), seconds
 
 
 def case_scale(settings: Settings) -> list[str]:
     count = settings.items(100_000, 1000)
+    small = settings.items(7000)
     with SimulatorProcess(fifty_ms()) as sim:
-        width, calibration = _best_width(sim.url, settings.items(7000))
+        width, calibration = _best_width(sim.url, small)
         runs: list[Any] = []
         t = interleave(settings.repeat, {
             "raw": _raw(sim.url, count, width),
@@ -196,7 +197,7 @@ def case_scale(settings: Settings) -> list[str]:
         "",
         f"Raw bound at {width} loops (calibration: "
         + ", ".join(f"{w}: {s:.2f} s" for w, s in calibration.items())
-        + " for 7,000 items); fleetsync with `--shards 1` (one process, in-process shard).",
+        + f" for {small:,} items); fleetsync with `--shards 1` (one process, in-process shard).",
         "",
         "| program | seconds: median (min-max) | items/s (median) | peak RSS (MiB) |",
         "|---|---|---|---|",
