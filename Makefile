@@ -84,7 +84,7 @@ controlplane:       ## build (or reuse) kube-apiserver, kube-controller-manager,
 	bash tests/tools/health/build.sh
 
 bench:              ## benchmarks; writes bench/results.md (not part of CI's pass/fail)
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

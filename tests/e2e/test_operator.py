@@ -650,7 +650,10 @@ def test_5000_failing_items_stay_in_the_sink_and_the_syncjob_stays_small(
 
     wait_for(pods_use_the_account, timeout=60, what="pods under spec.worker.serviceAccountName")
     s = wait_phase(operator, "plants-bad", {"Succeeded", "PartiallySucceeded", "Failed"}, 240)
-    assert s["phase"] == "PartiallySucceeded", s
+    # Nothing synced and every item failed: the run failed, whatever maxItemFailures allows.
+    assert s["phase"] == "Failed", s
+    failed = next(c for c in s["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "AllItemsFailed", failed
     assert s["failedItems"]["count"] == 5000
     assert len(s["failedItems"]["sample"]) == 20
     assert db.dead_letters() == 5000
