@@ -43,7 +43,8 @@ class MemorySink:
         self.rows: dict[str, Record] = {}
         # (run, key, member), or (run, key) for a letter without a member: groups keep
         # every member, as in the real sinks.
-        self.letters: dict[tuple[str, ...], DeadLetter] = {}
+        self.letters: dict[tuple[str, str], DeadLetter] = {}
+        self.members: dict[tuple[str, str, str], DeadLetter] = {}
         self.monotonic = monotonic
         self.fail_keys = set(fail_keys)
         self.batches: list[list[str]] = []
@@ -91,13 +92,16 @@ class MemorySink:
     async def write_dead_letters(self, run: str, letters: Sequence[DeadLetter]) -> None:
         self._cost.calls += 1
         for letter in letters:
-            member = (letter.member,) if letter.member else ()
-            self.letters[(run, letter.key, *member)] = letter
+            # Every member of a key keeps its letter, as in the real sinks; ``letters`` is
+            # the view by (run, key) the tests read (the latest member of each key).
+            self.members[(run, letter.key, letter.member)] = letter
+            self.letters[(run, letter.key)] = letter
 
     async def read_dead_letters(self, run: str, limit: int | None = None) -> list[DeadLetter]:
-        letters = sorted((k, v) for k, v in self.letters.items() if k[0] == run)
+        letters = sorted((k, v) for k, v in self.members.items() if k[0] == run)
         return [v for _, v in letters][:limit]
 
     async def clear_dead_letters(self, run: str, keys: Sequence[str]) -> None:
-        for letter in [k for k in self.letters if k[0] == run and k[1] in set(keys)]:
-            del self.letters[letter]
+        for store in (self.letters, self.members):
+            for key in [k for k in store if k[0] == run and k[1] in set(keys)]:
+                del store[key]

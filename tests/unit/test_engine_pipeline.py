@@ -9,19 +9,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import MemorySink
 
 from fleetsync.api.v1alpha1 import SyncJobSpec
-from fleetsync.coordination.timing import LeaseTiming
+from fleetsync.coordination.protocol import NoCoordinator
 from fleetsync.sinks.base import SinkCost
 from fleetsync.worker.attempts import Attempts, Fetched, FetchFailed
 from fleetsync.worker.concurrency import ConcurrencyGate
 from fleetsync.worker.dispatch import Dispatcher
-from fleetsync.worker.fetch import Fetcher
+from fleetsync.worker.engine import ShardEngine
+from fleetsync.worker.fetch import AllowedHosts, Fetcher
 from fleetsync.worker.main import allowed_hosts
 from fleetsync.worker.mapping import Mapper
 from fleetsync.worker.outcome import Pending
 from fleetsync.worker.plan import ShardPlan
-from fleetsync.worker.reporting import ShardProgress, _Budgets, shard_report
+from fleetsync.worker.reporting import ShardProgress, shard_report
 from fleetsync.worker.requests import RequestBuilder
 from fleetsync.worker.retry import RetryPolicy
 from fleetsync.worker.secrets import SecretResolver
@@ -217,17 +219,31 @@ async def test_an_item_task_that_raises_is_collected_and_reported() -> None:
     assert crashed == [(3, "RuntimeError('after the fetch')")]
 
 
-def test_budgets_fall_back_to_a_static_share_only_after_silence() -> None:
-    woken: list[bool] = []
-    budgets = _Budgets(PLAN, max_parallelism=4, on_new_key=lambda: woken.append(True))
-    limiter = budgets.limiter_for("k", 8.0)
-    assert budgets.limiter_for("k", 8.0) is limiter and woken == [True]
-    now = 1_000_000.0
-    budgets.on_silence(now)
-    assert limiter.grants == ()  # not yet: someone may still hold a lease
-    budgets.on_silence(now + LeaseTiming().fallback_after + 0.1)
-    (grant,) = limiter.grants
-    assert grant.share == pytest.approx(2.0)  # 8 requests/s over maxParallelism 4
-    budgets.on_reply({"grants": {}, "breakers": {}, "stop": False, "resume": None}, now)
-    budgets.on_silence(now + 1)
-    assert limiter.grants == (grant,)  # the silence clock restarted with the reply
+async def test_a_run_naming_more_vendors_than_the_bound_fails_naming_vendors_by(
+    tmp_path: Path,
+) -> None:
+    from fleetsync.errors import ManifestError
+    from fleetsync.worker.vendors import MAX_VENDORS
+
+    count = MAX_VENDORS + 5
+    spec = SyncJobSpec.model_validate({
+        "fleet": {"inventory": {"generate": {
+            "count": count, "idTemplate": "p-{i}", "template": {"vendor": "v{i}"}}}},
+        "source": {"http": {"url": "http://127.0.0.1:9/{id}"}, "vendors": {"by": "vendor"}},
+        "sink": {"sqlite": {"path": "x.db", "table": "t"}},
+    })  # fmt: skip
+    sink = MemorySink()
+    fetcher = Fetcher(allowed=AllowedHosts(["127.0.0.1"]), timeout_seconds=1, max_connections=4)
+    engine = ShardEngine(
+        spec,
+        ShardPlan(run="r1", shard=0, shards=4, pod="p", base_dir=tmp_path),
+        sink=sink,
+        fetcher=fetcher,
+        requests=RequestBuilder(spec.source, secrets=SecretResolver(None), fetcher=fetcher),
+        coordinator=NoCoordinator(),
+    )
+    try:
+        with pytest.raises(ManifestError, match=r"spec\.source\.vendors\.by"):
+            await engine.run()
+    finally:
+        await fetcher.aclose()

@@ -33,7 +33,7 @@ from fleetsync.coordination.progress import RunProgress, expected_total
 from fleetsync.local.coordinator import InProcessCoordinator, LocalCoordinator
 from fleetsync.local.state import RunState, fingerprint, stop_leftover_workers
 from fleetsync.local.summary import RunSummary
-from fleetsync.worker.engine import ShardEngine, ShardPlan
+from fleetsync.worker.engine import ShardPlan
 from fleetsync.worker.main import load_spec, run_shard
 from fleetsync.worker.secrets import SecretResolver
 from fleetsync.worker.sinkfactory import build_sink
@@ -75,6 +75,7 @@ def plan_local_shards(spec: SyncJobSpec, requested: int | None) -> int:
 class _ShardOutcome:
     exit_code: int
     restarts: int = 0
+    error: str | None = None  # the shard's own account of why it failed, if it gave one
 
 
 @dataclass(slots=True)
@@ -88,7 +89,7 @@ class LocalRun:
     started: float = 0.0
     _stopping: bool = False
     _procs: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
-    _engine: ShardEngine | None = None
+    _stop_shard: asyncio.Event | None = None
     # Pod names are unique per invocation: a pod name the coordinator has seen is a pod
     # it may have replaced (and would tell to stop).
     _tag: str = field(default_factory=lambda: secrets.token_hex(3))
@@ -118,8 +119,8 @@ class LocalRun:
         for proc in self._procs.values():
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
-        if self._engine is not None:
-            self._engine.stop()
+        if self._stop_shard is not None:
+            self._stop_shard.set()
 
     async def run(self) -> RunSummary:
         if self.spec is None:
@@ -189,17 +190,19 @@ class LocalRun:
             pod=f"local-{self._tag}-0",
             base_dir=self.options.manifest.parent,
         )
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[ShardEngine] = loop.create_future()
-        ready.add_done_callback(lambda f: setattr(self, "_engine", f.result()))
+        self._stop_shard = asyncio.Event()
+        if self._stopping:
+            self._stop_shard.set()
         result = await run_shard(
             spec,
             plan,
             secrets=SecretResolver(self.options.secrets_dir),
             coordinator=InProcessCoordinator(self.coordinator),
             transport=self.options.transport,
-            engine_ready=ready,
+            stop=self._stop_shard,
         )
+        if result.state == "failed":
+            return _ShardOutcome(ExitCode.FAILED, error=result.error)
         return _ShardOutcome(ExitCode.OK if result.state == "done" else ExitCode.INTERRUPTED)
 
     async def _run_processes(self, url: str) -> dict[int, _ShardOutcome]:
@@ -293,9 +296,12 @@ class LocalRun:
         elif codes - {ExitCode.OK}:
             bad = sorted(i for i, o in outcomes.items() if o.exit_code != ExitCode.OK)
             phase, reason = Phase.FAILED, Reason.FAILED
-            message = (
-                f"shards {bad} kept failing; logs in {self.options.state_dir}/runs/{self.name}"
-            )
+            errors = [o.error for o in outcomes.values() if o.error]
+            where = f"logs in {self.options.state_dir}/runs/{self.name}"
+            message = f"shards {bad} kept failing: {errors[-1]}" if errors else ""
+            message = message or f"shards {bad} kept failing; {where}"
+            if errors and errors[-1].startswith("AccountingError"):
+                reason = Reason.ACCOUNTING_ERROR
         else:
             verdict = final_phase(items, spec.dead_letter.max_item_failures)
             phase, reason, message = verdict.phase, verdict.reason, verdict.message

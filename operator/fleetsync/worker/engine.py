@@ -31,6 +31,7 @@ from fleetsync.metrics import WorkerMetrics
 from fleetsync.sinks.base import Record, Sink, SinkCost
 from fleetsync.worker.attempts import Attempts, FetchFailed, FetchOutcome
 from fleetsync.worker.batcher import Entry
+from fleetsync.worker.budget_client import BudgetClient
 from fleetsync.worker.checkpoint import Checkpoint, CheckpointTracker
 from fleetsync.worker.dispatch import Dispatcher
 from fleetsync.worker.fetch import Fetcher
@@ -38,10 +39,10 @@ from fleetsync.worker.inventory import iter_inventory, shard_of
 from fleetsync.worker.mapping import Mapper, content_hash
 from fleetsync.worker.outcome import Books, Pending
 from fleetsync.worker.plan import ShardPlan
+from fleetsync.worker.ratelimit import SlotLimiter
 from fleetsync.worker.reporting import (
     Reporter,
     ShardProgress,
-    _Budgets,
     apply_verdicts,
     shard_report,
     update_gauges,
@@ -49,7 +50,7 @@ from fleetsync.worker.reporting import (
 )
 from fleetsync.worker.requests import RequestBuilder
 from fleetsync.worker.retry import RetryPolicy
-from fleetsync.worker.vendors import VendorRuntime
+from fleetsync.worker.vendors import VendorCount, VendorRuntime
 from fleetsync.worker.writer import SinkWriter
 
 __all__ = ["EngineResult", "ShardEngine", "ShardPlan"]
@@ -115,11 +116,12 @@ class ShardEngine:
             on_durable=self._on_durable,
             on_sink_down=self._sink_down,
         )
-        self.budgets = _Budgets(
-            plan,
+        self.budgets = BudgetClient(
+            shard=plan.shard,
             max_parallelism=spec.sharding.max_parallelism,
-            on_new_key=self._wake_reporter,
+            coordinated=coordinator.keeps_reports,
         )
+        self._asked: set[str] = set()
         self.dispatcher = self._dispatcher()
         self.reporter = self._reporter(coordinator, rng)
         self._report_seq = report_seq
@@ -136,7 +138,7 @@ class ShardEngine:
     def _dispatcher(self) -> Dispatcher:
         return Dispatcher(
             self.spec.source,
-            limiter_for=self.budgets.limiter_for,
+            limiter_for=self._limiter_for,
             fetch=lambda vendor, pending: self.attempts.fetch(vendor, pending.item),
             then=self._fetched,
             before_fetch=lambda pending: self.books.enter_window(pending.index),
@@ -225,6 +227,9 @@ class ShardEngine:
         key_field = self.spec.fleet.key
         batch: list[Pending] = []
         index = -1
+        # Every shard reads the whole inventory, so each reaches the same verdict on the
+        # number of vendors (a bound per run, ManifestError past it).
+        vendors = VendorCount(self.spec.source)
         async for item in iter_inventory(
             self.spec.fleet.inventory,
             key=key_field,
@@ -232,6 +237,7 @@ class ShardEngine:
             http_client=self.fetcher.client,
             config_map_dir=self.plan.config_map_dir,
         ):
+            vendors.observe(item)
             key = item.get(key_field)
             key_text = "" if key is None else str(key)
             if shard_of(key_text, self.plan.shards) != self.plan.shard:
@@ -319,6 +325,12 @@ class ShardEngine:
         log.error("%s", self._error)
         self.books.open_window()
         self.stop()
+
+    def _limiter_for(self, key: str, rate: float) -> SlotLimiter:
+        if key not in self.budgets.rates and key not in self._asked:
+            self._asked.add(key)
+            self._wake_reporter()  # ask for this key's budget now, not in a second
+        return self.budgets.limiter_for(key, rate)
 
     def _delivered(self, delivered: bool, now: float) -> None:
         if delivered:

@@ -29,8 +29,9 @@ from fleetsync.metrics import WorkerMetrics
 from fleetsync.worker.coordination import HttpCoordinator
 from fleetsync.worker.engine import EngineResult, ShardEngine, ShardPlan
 from fleetsync.worker.fetch import AllowedHosts, Fetcher
+from fleetsync.worker.inventory import first_items
 from fleetsync.worker.reporting import REPORT_BACKOFF, ShardProgress, shard_report
-from fleetsync.worker.requests import RequestBuilder
+from fleetsync.worker.requests import RequestBuilder, template_problems
 from fleetsync.worker.secrets import SecretResolver
 from fleetsync.worker.sinkfactory import build_sink
 
@@ -91,13 +92,12 @@ async def run_shard(
     coordinator: Coordinator,
     transport: str | httpx.AsyncBaseTransport = "aiohttp",
     stop: asyncio.Event | None = None,
-    engine_ready: asyncio.Future[ShardEngine] | None = None,
     metrics: WorkerMetrics | None = None,
 ) -> EngineResult:
     """Run one shard. Setting ``stop`` (SIGTERM) interrupts it gracefully, at any point.
 
-    ``engine_ready`` is kept for callers that stop the engine directly; prefer ``stop``.
-    """
+    Templates naming a field the inventory's first items lack would fail every item: they
+    are refused first (ManifestError, exit 64), before any vendor is called."""
     stop = stop or asyncio.Event()
     sink = build_sink(spec, secrets=secrets, base_dir=plan.base_dir)
     max_connections = spec.source.concurrency.max * 4
@@ -106,8 +106,10 @@ async def run_shard(
         timeout_seconds=spec.source.http.timeout_seconds,
         max_connections=max_connections,
         transport=transport,
+        max_response_bytes=spec.source.http.max_response_bytes,
     )
     try:
+        await _check_templates(spec, plan, fetcher)
         requests = RequestBuilder(spec.source, secrets=secrets, fetcher=fetcher)
         # A replacement has no checkpoint of its own yet: it says so (None), so it can never
         # overwrite the one its predecessor left, and resumes from the one in the reply.
@@ -131,8 +133,6 @@ async def run_shard(
             stop=stop,
             report_seq=hello["seq"],
         )
-        if engine_ready is not None:
-            engine_ready.set_result(engine)
         await sink.open()
         try:
             return await engine.run()
@@ -140,6 +140,19 @@ async def run_shard(
             await sink.close()
     finally:
         await fetcher.aclose()
+
+
+async def _check_templates(spec: SyncJobSpec, plan: ShardPlan, fetcher: Fetcher) -> None:
+    items = await first_items(
+        spec.fleet.inventory,
+        key=spec.fleet.key,
+        base_dir=plan.base_dir,
+        http_client=fetcher.client,
+        config_map_dir=plan.config_map_dir,
+    )
+    problems = template_problems(spec, items) if items else []
+    if problems:
+        raise ManifestError(problems)
 
 
 async def _first_contact(

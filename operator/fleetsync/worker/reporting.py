@@ -3,8 +3,9 @@
 :func:`shard_report` is pure: the wire report from a snapshot of the shard's progress. The
 :class:`Reporter` sends one every ``report_interval`` (sooner when woken), retries the final
 one with the one backoff policy, and applies the reply: rate-limit grants (through the
-budgets), fleet-wide breaker verdicts and a stop. :class:`_Budgets` holds the per-key slot
-limiters and the fallback share used while the coordinator is silent.
+budgets), fleet-wide breaker verdicts and a stop. The budgets themselves — per-key slot
+limiters, and what to do while the coordinator is silent — are
+:class:`fleetsync.worker.budget_client.BudgetClient`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from fleetsync.api.progress import (
     CheckpointWire,
     CostWire,
     FailedWire,
-    ReplyWire,
     ReportWire,
     ShardState,
     VendorWire,
@@ -31,8 +31,8 @@ from fleetsync.backoff import Backoff
 from fleetsync.coordination.protocol import Coordinator
 from fleetsync.metrics import WorkerMetrics
 from fleetsync.sinks.base import Sink, SinkCost
+from fleetsync.worker.budget_client import BudgetClient
 from fleetsync.worker.plan import ShardPlan
-from fleetsync.worker.ratelimit import Grant, SlotLimiter, fallback_grant
 from fleetsync.worker.vendors import VendorRuntime
 
 __all__ = [
@@ -114,64 +114,6 @@ def shard_report(
     return report
 
 
-class _Budgets:
-    """Per-key slot limiters, fed by the coordinator's grants, with a fallback share.
-
-    Stands in for ``worker.budget_client.BudgetClient``: the same three entry points.
-    """
-
-    def __init__(
-        self, plan: ShardPlan, *, max_parallelism: int, on_new_key: Callable[[], None]
-    ) -> None:
-        self._plan = plan
-        self._max_parallelism = max_parallelism
-        self._on_new_key = on_new_key
-        self._limiters: dict[str, SlotLimiter] = {}
-        self._rates: dict[str, float] = {}
-        self._fallback_since: float | None = None
-
-    def limiter_for(self, key: str, rate: float) -> SlotLimiter:
-        if key not in self._limiters:
-            self._on_new_key()  # ask for this key's budget now, not in a second
-            self._rates[key] = rate
-        return self._limiters.setdefault(key, SlotLimiter())
-
-    def on_reply(self, reply: ReplyWire, now: float) -> None:
-        self._fallback_since = None
-        for key, grants in reply["grants"].items():
-            limiter = self._limiters.get(key)
-            if limiter is not None:
-                limiter.set_grants(
-                    [
-                        Grant(
-                            rate=g["rate"],
-                            cycle=g["cycle"],
-                            residues=tuple(g["residues"]),
-                            start=g["start"],
-                            until=g["until"],
-                        )
-                        for g in grants
-                    ]
-                )
-
-    def on_silence(self, now: float) -> None:
-        """No coordinator answer: once every grant anyone could hold has lapsed, use the safe
-        static share (rate / maxParallelism) so the fleet-wide sum still cannot exceed it."""
-        if self._fallback_since is None:
-            self._fallback_since = now + self._plan.timing.fallback_after
-        if now < self._fallback_since:
-            return
-        for key, limiter in self._limiters.items():
-            if not any(g.until > now for g in limiter.grants):
-                grant = fallback_grant(
-                    self._rates[key],
-                    self._plan.shard,
-                    self._max_parallelism,
-                    start=float(int(now) + 1),
-                )
-                limiter.set_grants([grant])
-
-
 class Reporter:
     """Sends the shard's reports and applies the replies."""
 
@@ -180,7 +122,7 @@ class Reporter:
         plan: ShardPlan,
         *,
         coordinator: Coordinator,
-        budgets: _Budgets,
+        budgets: BudgetClient,
         snapshot: Callable[[ShardState], ReportWire],
         on_verdicts: Callable[[Mapping[str, str]], None],
         on_stop: Callable[[], None],

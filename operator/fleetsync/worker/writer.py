@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 import time
@@ -47,22 +46,17 @@ _BATCH_TRIES = 4  # for a batch that raised SinkError: then its items are dead-l
 _LETTER_TRIES = 4  # per flush; letters not written are kept for the next one
 _LETTER_ROUNDS = 3  # flushes in a row without a letter written: the sink is unusable
 
-# ``DeadLetter.member`` (the sinks' side of issue 12 item 4) tells apart the letters of
-# items that share a key. Until that field exists, letters carry no member.
-_HAS_MEMBER = "member" in {f.name for f in dataclasses.fields(DeadLetter)}
-
 
 def dead_letter(pending: Pending, reason: str, attempts: int) -> DeadLetter:
     """The letter of one item; ``member`` is the item's place in the shard's inventory
     stream, so every member of a group sharing a key keeps its own letter."""
-    extra: dict[str, Any] = {"member": str(pending.index)} if _HAS_MEMBER else {}
     return DeadLetter(
         key=pending.key,
         reason=reason,
         attempts=attempts,
         item=pending.item,
         failed_at=time.time(),
-        **extra,
+        member=str(pending.index),
     )
 
 
