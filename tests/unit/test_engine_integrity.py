@@ -291,6 +291,7 @@ async def test_a_silent_coordinator_never_stalls_the_window() -> None:
     plan = ShardPlan(
         run="r1", shard=0, shards=1, pod="p", base_dir=Path("."),
         timing=LeaseTiming(lease_seconds=0.1, handout_lead=0.05), final_report_seconds=0.1,
+        done_report_seconds=0.1,
     )  # fmt: skip
     spec = make_spec(200)
     fetcher = Fetcher(

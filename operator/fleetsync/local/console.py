@@ -7,8 +7,11 @@ The bar goes to stderr and only to a terminal; stdout carries the summary alone,
 from __future__ import annotations
 
 import asyncio
+import shlex
 import signal
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -27,7 +30,7 @@ from fleetsync.coordination.progress import RunProgress
 from fleetsync.local.runner import LocalRun, RunOptions
 from fleetsync.local.summary import RunSummary, exit_code_for
 
-__all__ = ["print_summary", "run_with_console"]
+__all__ = ["plain_progress", "print_summary", "run_with_console"]
 
 
 def _describe(progress: RunProgress, elapsed: float) -> str:
@@ -38,6 +41,32 @@ def _describe(progress: RunProgress, elapsed: float) -> str:
     breakers = f" · breaker open: {', '.join(opened)}" if opened else ""
     failed = f" · {items.failed} failed" if items.failed else ""
     return f"{rate:,.0f} items/s{failed}{breakers}"
+
+
+PLAIN_PROGRESS_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal
+
+
+def plain_progress(
+    name: str, write: Callable[[str], object]
+) -> Callable[[RunProgress, float], None]:
+    """Progress for logs and pipes: one line every :data:`PLAIN_PROGRESS_EVERY` seconds
+    (items, rate, ETA, failed), where a terminal would get the live bar."""
+    last = [0.0]
+
+    def update(progress: RunProgress, elapsed: float) -> None:
+        if elapsed - last[0] < PLAIN_PROGRESS_EVERY:
+            return
+        last[0] = elapsed
+        items = progress.items()
+        done = items.total - items.remaining
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = f"{items.remaining / rate:.0f}s" if rate > 0 else "unknown"
+        write(
+            f"{name}: {done}/{items.total} items, {rate:,.0f} items/s, ETA {eta}, "
+            f"{items.failed} failed\n"
+        )
+
+    return update
 
 
 async def _run(run: LocalRun) -> RunSummary:
@@ -76,17 +105,19 @@ def run_with_console(options: RunOptions, *, output: str) -> int:
             run.on_progress = update
             summary = asyncio.run(_run(run))
     else:
+        run.on_progress = plain_progress(run.name, sys.stderr.write)
         summary = asyncio.run(_run(run))
     if output == "json":
         sys.stdout.write(summary.json_line() + "\n")
     else:
-        print_summary(summary, Console())
+        # soft_wrap: piped output keeps one line per line, not rich's 80 columns.
+        print_summary(summary, Console(soft_wrap=True), manifest=run.options.manifest)
     if summary.reason == Reason.INVALID_SPEC:
         return ExitCode.INVALID_CONFIG
     return exit_code_for(summary.phase)
 
 
-def print_summary(summary: RunSummary, console: Console) -> None:
+def print_summary(summary: RunSummary, console: Console, *, manifest: Path | None = None) -> None:
     items = summary.items
     colour = {"Succeeded": "green", "PartiallySucceeded": "yellow"}.get(summary.phase, "red")
     console.print(
@@ -116,4 +147,5 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     for failed in summary.failed_sample[:5]:
         console.print(f"  failed {failed.key}: {failed.reason}")
     if items.failed > len(summary.failed_sample[:5]):
-        console.print("  … all dead letters: fleetsync dead-letters MANIFEST")
+        where = shlex.quote(str(manifest)) if manifest is not None else "MANIFEST"
+        console.print(f"  … all dead letters: fleetsync dead-letters {where}", markup=False)

@@ -27,4 +27,8 @@ class ShardPlan:
     max_pending: int = 2000
     report_interval: float = 1.0
     timing: LeaseTiming = field(default_factory=LeaseTiming)
-    final_report_seconds: float = 20.0  # within the pod's 30 s termination grace
+    final_report_seconds: float = 20.0  # interrupted: within the pod's 30 s termination grace
+    # A shard that finished is not being killed: it waits longer for a controller that is
+    # restarting (a new pod can take a minute to be scheduled and start) so its final counts
+    # reach the status. The Job cannot complete before, which is the point.
+    done_report_seconds: float = 300.0

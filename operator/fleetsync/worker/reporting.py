@@ -156,9 +156,15 @@ class Reporter:
 
     async def final(self, state: ShardState) -> None:
         """The last report carries the shard's final counts: if the coordinator is away
-        (a controller restarting), retry for up to ``final_report_seconds`` rather than let
-        those counts vanish. The sink holds the data either way."""
-        deadline = time.monotonic() + self.plan.final_report_seconds
+        (a controller restarting), retry rather than let those counts vanish: for up to
+        ``final_report_seconds`` when interrupted (the pod's grace period is running), up to
+        ``done_report_seconds`` when the shard finished. The sink holds the data either way."""
+        patience = (
+            self.plan.final_report_seconds
+            if state == "interrupted"
+            else self.plan.done_report_seconds
+        )
+        deadline = time.monotonic() + patience
         attempt = 0
         while True:
             if await self.send(state) or not self.coordinator.keeps_reports:
