@@ -234,6 +234,7 @@ class RunProgress:
         p95: dict[str, float] = {}
         concurrency: Counter[str] = Counter()
         rates: dict[str, float] = {}
+        waiting: Counter[str] = Counter()
         for vendor in self._live_vendors():
             name = vendor["name"]
             totals = merged.setdefault(name, {"calls": 0, "errors": 0, "throttled": 0})
@@ -246,6 +247,7 @@ class RunProgress:
             if vendor["requestsPerSecond"] is not None:
                 rates[name] = rates.get(name, 0.0) + vendor["requestsPerSecond"]
             breakers[name] = _worse(breakers.get(name, BreakerState.CLOSED), vendor["breaker"])
+            waiting[name] += vendor.get("waiting", 0)
         for name, counts in self._retired.vendors.items():
             totals = merged.setdefault(name, {"calls": 0, "errors": 0, "throttled": 0})
             for k in ("calls", "errors", "throttled"):
@@ -260,6 +262,7 @@ class RunProgress:
                 p95_ms=p95.get(name),
                 concurrency=concurrency.get(name),
                 requests_per_second=round(rates[name], 3) if name in rates else None,
+                waiting=waiting[name] or None,
             )
             for name, totals in sorted(merged.items())
         ]
