@@ -9,7 +9,10 @@ a bug fails its item, it never hangs the shard.
 
 A breaker that is open does not fail the item: :meth:`Attempts.fetch` returns
 :class:`Deferred` (the real attempts so far and the last one's outcome), the dispatcher
-waits outside the vendor's concurrency gate and calls again with that state. A reason is
+waits outside the vendor's concurrency gate and calls again with that state. A retryable
+failure while the breaker is not Closed (the one that opened it, or a failed half-open
+probe) spends no retry: the item waits for the vendor instead, so an outage shorter than
+``maxOutageSeconds`` fails nothing. A reason is
 always a real outcome (an HTTP status, a connection error, a timeout, a mapping error),
 never "breaker open": the vendor's last one is kept (:attr:`VendorRuntime.last_failure`)
 for items that give up before their own first try.
@@ -24,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from fleetsync.api.constants import BreakerState
 from fleetsync.errors import PayloadError, PermanentError, ThrottledError, VendorError
 from fleetsync.metrics import WorkerMetrics
 from fleetsync.sinks.base import JSONValue
@@ -170,6 +174,10 @@ class Attempts:
             timeout=error.status is None,
             connect=error.status == -1,
         )
+        if retryable and vendor.breaker.state is not BreakerState.CLOSED:
+            # The vendor is down (this failure may have opened the breaker, or it was a
+            # half-open probe): wait for it at the next try rather than spend retries.
+            return _Retry(0.0, reason)
         if not retryable or not self.retry.attempts_left(attempt):
             return FetchFailed(reason, attempt, "vendor")
         return _Retry(self.retry.delay(attempt, rng=self.rng), reason)
