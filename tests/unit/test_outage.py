@@ -195,3 +195,18 @@ async def test_past_max_outage_every_item_fails_with_the_real_cause_and_its_atte
     assert all("maxOutageSeconds 25s" in o.reason for o in failed if o.cause == "breaker")
     assert 24.99 <= time.slept < 40
     assert vendor.last_failure == "default: HTTP 503"
+
+
+async def test_a_trial_that_says_nothing_about_the_vendor_gives_its_slot_back() -> None:
+    time = FakeTime()
+    breaker = CircuitBreaker(breaker_spec(), clock=time, sleep=time.sleep)
+    for _ in range(4):
+        breaker.record(False)
+    assert await breaker.wait_ready()
+    assert breaker.allow() and breaker.allow() and not breaker.ready()
+    breaker.release()  # e.g. a 429 or a 4xx: no verdict on availability
+    assert breaker.ready() and breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow()
+    breaker.record(True)
+    breaker.record(True)
+    assert breaker.state is BreakerState.CLOSED

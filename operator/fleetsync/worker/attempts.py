@@ -129,6 +129,7 @@ class Attempts:
         try:
             request = await self.requests.build(vendor, item)
         except (PermanentError, VendorError) as error:
+            vendor.breaker.release()
             return FetchFailed(f"{vendor.name}: {error}", attempt, "request")
         if vendor.limiter is not None:
             await vendor.limiter.acquire()
@@ -141,6 +142,7 @@ class Attempts:
         except VendorError as error:
             return await self._vendor_error(vendor, request, error, attempt)
         except PermanentError as error:  # a 4xx, or a URL outside allowedHosts
+            vendor.breaker.release()
             return FetchFailed(f"{vendor.name}: {error}", attempt, "payload")
         return self._answered(vendor, item, result, attempt)
 
@@ -148,6 +150,7 @@ class Attempts:
         self, vendor: VendorRuntime, error: ThrottledError, attempt: int
     ) -> FetchOutcome | _Retry:
         self._observe(vendor, "429", None)
+        vendor.breaker.release()
         vendor.stats.throttled += 1
         vendor.concurrency.on_throttle()
         reason = f"{vendor.name}: {error}"
@@ -165,6 +168,7 @@ class Attempts:
         reason = f"{vendor.name}: {error}"
         refreshed = error.status == 401 and await self.requests.unauthorized(request)
         if refreshed and self.retry.attempts_left(attempt):
+            vendor.breaker.release()
             return _Retry(0.0, reason)
         vendor.breaker.record(False)
         vendor.last_failure = reason

@@ -139,6 +139,13 @@ class CircuitBreaker:
             return True
         return False
 
+    def release(self) -> None:
+        """A call :meth:`allow` let through ended saying nothing about the vendor's
+        availability (a 429, a 4xx, a request not built): give back its half-open trial,
+        or the breaker would wait for an answer that never comes."""
+        if self._state is BreakerState.HALF_OPEN:
+            self._trials_out = max(0, self._trials_out - 1)
+
     def _prune(self, now: float) -> None:
         horizon = now - self._spec.window_seconds
         while self._window and self._window[0][0] < horizon:
