@@ -264,17 +264,22 @@ def test_a_failing_vendor_opens_its_breaker_fleet_wide_and_others_go_on(
 ) -> None:
     db = store("b")
     simulator.patch_vendor("flaky", errorRate=0.0)
-    apply_job(operator, syncjob("plants-b", simulator, db, vendors=("slow", "flaky"), count=2000))
+    manifest = syncjob("plants-b", simulator, db, vendors=("slow", "flaky"), count=2000)
+    # An open breaker defers items: they fail only once the outage outlasts maxOutageSeconds.
+    manifest["spec"]["source"]["circuitBreaker"] = {
+        "minimumCalls": 10, "windowSeconds": 10, "openSeconds": 5, "maxOutageSeconds": 15,
+    }  # fmt: skip
+    apply_job(operator, manifest)
     wait_for(lambda: db.rows() >= 300, timeout=120, what="first items")
     simulator.patch_vendor("flaky", errorRate=1.0)
     try:
         seen_open = wait_for(
             lambda: any(
-                v["name"] == "1" and v["breaker"] == "Open"
+                v["name"] == "1" and v["breaker"] == "Open" and v.get("since")
                 for v in status(operator, "plants-b").get("vendors", [])
             ),
             timeout=60,
-            what="flaky's breaker Open in status",
+            what="flaky's breaker Open in status, with since",
         )
         assert seen_open
         s = wait_phase(operator, "plants-b", {"Succeeded", "PartiallySucceeded", "Failed"})
@@ -284,6 +289,8 @@ def test_a_failing_vendor_opens_its_breaker_fleet_wide_and_others_go_on(
     assert conditions(s)["Complete"] == "True" and conditions(s)["Degraded"] == "True"
     assert s["failedItems"]["count"] > 0
     assert 0 < len(s["failedItems"]["sample"]) <= 20
+    for failed_item in s["failedItems"]["sample"]:  # the vendor's answer, never "breaker open"
+        assert failed_item["reason"].startswith("1: HTTP 50"), failed_item
     healthy = [k for k in db.synced_keys() if int(k.rsplit("-", 1)[1]) % 2 == 0]
     assert len(healthy) == 1000  # every item of the healthy vendor is in the sink
     out = operator.cluster.kubectl(

@@ -14,7 +14,7 @@ from conftest import MemorySink
 from fleetsync.api.v1alpha1 import SyncJobSpec
 from fleetsync.coordination.protocol import NoCoordinator
 from fleetsync.sinks.base import SinkCost
-from fleetsync.worker.attempts import Attempts, Fetched, FetchFailed
+from fleetsync.worker.attempts import Attempts, Deferred, Fetched, FetchFailed
 from fleetsync.worker.concurrency import ConcurrencyGate
 from fleetsync.worker.dispatch import Dispatcher
 from fleetsync.worker.engine import ShardEngine
@@ -50,7 +50,7 @@ def spec(max_attempts: int = 3) -> SyncJobSpec:
 
 async def fetch_one(
     answers: list[httpx.Response], max_attempts: int = 3
-) -> tuple[Fetched | FetchFailed, int]:
+) -> tuple[Fetched | FetchFailed | Deferred, int]:
     job = spec(max_attempts)
     served = iter(answers)
     fetcher = Fetcher(
@@ -165,7 +165,7 @@ async def test_the_gate_is_entered_and_left_by_the_same_item_task() -> None:
     done: list[tuple[int, object]] = []
     peak = 0
 
-    async def fetch(vendor: VendorRuntime, pending: Pending) -> Fetched:
+    async def fetch(vendor: VendorRuntime, pending: Pending, resume: Deferred) -> Fetched:
         nonlocal peak
         peak = max(peak, vendor.gate.in_flight)
         await asyncio.sleep(0.001)
@@ -197,7 +197,7 @@ async def test_the_gate_is_entered_and_left_by_the_same_item_task() -> None:
 async def test_an_item_task_that_raises_is_collected_and_reported() -> None:
     crashed: list[tuple[int, str]] = []
 
-    async def fetch(vendor: VendorRuntime, pending: Pending) -> Fetched:
+    async def fetch(vendor: VendorRuntime, pending: Pending, resume: Deferred) -> Fetched:
         return Fetched({}, 1)
 
     async def then(pending: Pending, outcome: object) -> None:

@@ -44,6 +44,7 @@ class VendorWire(TypedDict):
     concurrency: int
     limitKey: str | None
     requestsPerSecond: float | None
+    waiting: NotRequired[int]  # items held back by an open breaker
 
 
 class CostWire(TypedDict):

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -234,6 +235,8 @@ class RunProgress:
         p95: dict[str, float] = {}
         concurrency: Counter[str] = Counter()
         rates: dict[str, float] = {}
+        waiting: Counter[str] = Counter()
+        since: dict[str, float] = {}  # the earliest a shard saw the vendor's breaker leave Closed
         for vendor in self._live_vendors():
             name = vendor["name"]
             totals = merged.setdefault(name, {"calls": 0, "errors": 0, "throttled": 0})
@@ -246,6 +249,10 @@ class RunProgress:
             if vendor["requestsPerSecond"] is not None:
                 rates[name] = rates.get(name, 0.0) + vendor["requestsPerSecond"]
             breakers[name] = _worse(breakers.get(name, BreakerState.CLOSED), vendor["breaker"])
+            waiting[name] += vendor.get("waiting", 0)
+            left_closed = vendor["breakerSince"]
+            if vendor["breaker"] != BreakerState.CLOSED and left_closed is not None:
+                since[name] = min(since.get(name, left_closed), left_closed)
         for name, counts in self._retired.vendors.items():
             totals = merged.setdefault(name, {"calls": 0, "errors": 0, "throttled": 0})
             for k in ("calls", "errors", "throttled"):
@@ -254,12 +261,16 @@ class RunProgress:
             VendorStatus(
                 name=name,
                 breaker=breakers.get(name, BreakerState.CLOSED),
+                since=datetime.fromtimestamp(since[name], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                if name in since
+                else None,
                 calls=int(totals["calls"]),
                 errors=int(totals["errors"]),
                 throttled=int(totals["throttled"]),
                 p95_ms=p95.get(name),
                 concurrency=concurrency.get(name),
                 requests_per_second=round(rates[name], 3) if name in rates else None,
+                waiting=waiting[name] or None,
             )
             for name, totals in sorted(merged.items())
         ]

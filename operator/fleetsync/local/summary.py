@@ -3,17 +3,34 @@
 ``fleetsync run --output json`` prints :func:`summary_json` as its last stdout line, so
 scripts read ``phase``, ``items``, ``durationSeconds``, ``cost``, ``vendors`` and
 ``failedItems`` exactly as they would from ``kubectl get sj -o json``.
+
+The text summary groups failures by cause (:meth:`RunSummary.failure_lines`): a thousand
+dead letters with one reason are one line with a count, not a list of keys. The counts come
+from the failure sample the shards report (at most twenty items), and the text says so when
+that sample does not cover every failure.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fleetsync.api.constants import ExitCode, Phase
 from fleetsync.api.v1alpha1.status import Cost, FailedItem, ItemCounts, VendorStatus
 
-__all__ = ["RunSummary", "exit_code_for"]
+__all__ = ["TIMES", "RunSummary", "exit_code_for", "failure_causes"]
+
+TIMES = "\N{MULTIPLICATION SIGN}"  # between a count and its cause
+
+_CAUSE_LINES = 8
+
+
+def failure_causes(sample: Sequence[FailedItem]) -> list[tuple[int, str]]:
+    """The sample's reasons with their counts, most frequent first (then by reason)."""
+    counts = Counter(failed.reason for failed in sample)
+    return sorted(((n, reason) for reason, n in counts.items()), key=lambda c: (-c[0], c[1]))
 
 
 @dataclass(slots=True)
@@ -58,6 +75,22 @@ class RunSummary:
             "restarts": {str(k): v for k, v in self.restarts.items() if v},
             "resumed": self.resumed,
         }
+
+    def failure_lines(self) -> list[str]:
+        """Text lines for the failures: a count and the reason per cause, e.g.
+        500 items with ``sungrow: HTTP 503 (vendor down past maxOutageSeconds 300s)``."""
+        failed, sample = self.items.failed, self.failed_sample
+        if not failed:
+            return []
+        causes = failure_causes(sample)
+        if len(sample) >= failed:
+            lines = [f"failed {failed}, by cause:"]
+        else:
+            lines = [f"failed {failed}; causes in a sample of {len(sample)}:"]
+        lines += [f"  {n} {TIMES} {reason}" for n, reason in causes[:_CAUSE_LINES]]
+        if len(causes) > _CAUSE_LINES:
+            lines.append(f"  … {len(causes) - _CAUSE_LINES} more causes")
+        return lines
 
     def json_line(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))

@@ -6,6 +6,16 @@ a rate-limit slot, sends, and classifies the answer: a success maps the body to 
 anything else ends the item (:class:`FetchFailed`, with the number of attempts and a cause).
 A 401 refreshes credentials once and retries at once. Nothing escapes :meth:`Attempts.fetch`:
 a bug fails its item, it never hangs the shard.
+
+A breaker that is open does not fail the item: :meth:`Attempts.fetch` returns
+:class:`Deferred` (the real attempts so far and the last one's outcome), the dispatcher
+waits outside the vendor's concurrency gate and calls again with that state. A retryable
+failure while the breaker is not Closed (the one that opened it, or a failed half-open
+probe) spends no retry: the item waits for the vendor instead, so an outage shorter than
+``maxOutageSeconds`` fails nothing. A reason is
+always a real outcome (an HTTP status, a connection error, a timeout, a mapping error),
+never "breaker open": the vendor's last one is kept (:attr:`VendorRuntime.last_failure`)
+for items that give up before their own first try.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from fleetsync.api.constants import BreakerState
 from fleetsync.errors import PayloadError, PermanentError, ThrottledError, VendorError
 from fleetsync.metrics import WorkerMetrics
 from fleetsync.sinks.base import JSONValue
@@ -26,7 +37,7 @@ from fleetsync.worker.requests import Request, RequestBuilder
 from fleetsync.worker.retry import RetryPolicy
 from fleetsync.worker.vendors import VendorRuntime
 
-__all__ = ["Attempts", "FailureCause", "FetchFailed", "FetchOutcome", "Fetched"]
+__all__ = ["Attempts", "Deferred", "FailureCause", "FetchFailed", "FetchOutcome", "Fetched"]
 
 log = logging.getLogger("fleetsync.worker")
 
@@ -49,8 +60,21 @@ class FetchFailed:
     cause: FailureCause
 
 
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """The vendor's breaker refused the next attempt: wait for it, then resume from here."""
+
+    attempts: int  # real attempts made so far
+    last: str | None  # the reason of the last of them, if it failed
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    delay: float  # seconds to wait before the next attempt
+    reason: str  # why this attempt failed
+
+
 FetchOutcome: TypeAlias = Fetched | FetchFailed
-_Retry: TypeAlias = float  # seconds to wait before the next attempt
 
 
 class Attempts:
@@ -74,16 +98,27 @@ class Attempts:
         self.metrics = metrics
         self.vendor_calls = 0
 
-    async def fetch(self, vendor: VendorRuntime, item: Mapping[str, JSONValue]) -> FetchOutcome:
-        attempt = 0
+    async def fetch(
+        self,
+        vendor: VendorRuntime,
+        item: Mapping[str, JSONValue],
+        *,
+        tried: int = 0,
+        last: str | None = None,
+    ) -> FetchOutcome | Deferred:
+        """Try ``item`` until it ends; ``tried``/``last`` resume a :class:`Deferred` one."""
+        attempt = tried
         try:
             while True:
+                if not vendor.breaker.allow():
+                    return Deferred(attempt, last)
                 attempt += 1
                 step = await self._attempt(vendor, item, attempt)
-                if not isinstance(step, float):
+                if not isinstance(step, _Retry):
                     return step
-                if step > 0:
-                    await asyncio.sleep(step)
+                last = step.reason
+                if step.delay > 0:
+                    await asyncio.sleep(step.delay)
         except Exception as error:  # a bug must fail this item, never hang the shard
             log.exception("item of vendor %s: unexpected error", vendor.name)
             return FetchFailed(f"internal error: {type(error).__name__}", attempt, "internal")
@@ -91,12 +126,10 @@ class Attempts:
     async def _attempt(
         self, vendor: VendorRuntime, item: Mapping[str, JSONValue], attempt: int
     ) -> FetchOutcome | _Retry:
-        if not vendor.breaker.allow():
-            reason = f"{vendor.name}: circuit breaker open, item not fetched"
-            return FetchFailed(reason, attempt - 1, "breaker")
         try:
             request = await self.requests.build(vendor, item)
         except (PermanentError, VendorError) as error:
+            vendor.breaker.release()
             return FetchFailed(f"{vendor.name}: {error}", attempt, "request")
         if vendor.limiter is not None:
             await vendor.limiter.acquire()
@@ -109,6 +142,7 @@ class Attempts:
         except VendorError as error:
             return await self._vendor_error(vendor, request, error, attempt)
         except PermanentError as error:  # a 4xx, or a URL outside allowedHosts
+            vendor.breaker.release()
             return FetchFailed(f"{vendor.name}: {error}", attempt, "payload")
         return self._answered(vendor, item, result, attempt)
 
@@ -116,11 +150,14 @@ class Attempts:
         self, vendor: VendorRuntime, error: ThrottledError, attempt: int
     ) -> FetchOutcome | _Retry:
         self._observe(vendor, "429", None)
+        vendor.breaker.release()
         vendor.stats.throttled += 1
         vendor.concurrency.on_throttle()
+        reason = f"{vendor.name}: {error}"
         if not self.retry.retryable(status=429) or not self.retry.attempts_left(attempt):
-            return FetchFailed(f"{vendor.name}: {error}", attempt, "throttled")
-        return self.retry.delay(attempt, retry_after=error.retry_after, rng=self.rng)
+            return FetchFailed(reason, attempt, "throttled")
+        delay = self.retry.delay(attempt, retry_after=error.retry_after, rng=self.rng)
+        return _Retry(delay, reason)
 
     async def _vendor_error(
         self, vendor: VendorRuntime, request: Request, error: VendorError, attempt: int
@@ -128,19 +165,26 @@ class Attempts:
         code = {None: "timeout", -1: "connect"}.get(error.status, str(error.status))
         self._observe(vendor, code, None)
         vendor.stats.errors += 1
+        reason = f"{vendor.name}: {error}"
         refreshed = error.status == 401 and await self.requests.unauthorized(request)
         if refreshed and self.retry.attempts_left(attempt):
-            return 0.0
+            vendor.breaker.release()
+            return _Retry(0.0, reason)
         vendor.breaker.record(False)
+        vendor.last_failure = reason
         vendor.concurrency.on_error()
         retryable = self.retry.retryable(
             status=error.status if error.status and error.status > 0 else None,
             timeout=error.status is None,
             connect=error.status == -1,
         )
+        if retryable and vendor.breaker.state is not BreakerState.CLOSED:
+            # The vendor is down (this failure may have opened the breaker, or it was a
+            # half-open probe): wait for it at the next try rather than spend retries.
+            return _Retry(0.0, reason)
         if not retryable or not self.retry.attempts_left(attempt):
-            return FetchFailed(f"{vendor.name}: {error}", attempt, "vendor")
-        return self.retry.delay(attempt, rng=self.rng)
+            return FetchFailed(reason, attempt, "vendor")
+        return _Retry(self.retry.delay(attempt, rng=self.rng), reason)
 
     def _answered(
         self,

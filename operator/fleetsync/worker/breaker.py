@@ -6,6 +6,12 @@ HalfOpen lets ``halfOpenCalls`` trial calls through: all succeed → Closed, any
 The coordinator can force a verdict seen on other shards (:meth:`force`), so one vendor's
 outage stops every shard, not each after its own twenty failures.
 
+An open breaker defers calls, it does not fail them: :meth:`CircuitBreaker.wait_ready`
+waits until a call may pass again (half-open with a free trial, or closed). The *outage*
+runs from the moment the breaker left Closed until it is Closed again (half-open probes
+that fail do not end it); past ``maxOutageSeconds`` the wait gives up and the caller fails
+its item with the vendor's last real cause.
+
 Callers record only vendor-availability failures (5xx, timeouts, refused connections):
 429s are the rate limiter's business and a malformed payload is one item's problem.
 Hand-written because pybreaker/aiobreaker count consecutive failures rather than a rate over
@@ -14,15 +20,20 @@ a time window, and offer neither an injectable clock nor an external verdict.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fleetsync.api.constants import BreakerState
 from fleetsync.api.v1alpha1.syncjob import CircuitBreaker as CircuitBreakerSpec
 
 __all__ = ["BreakerSnapshot", "CircuitBreaker"]
+
+# How often a waiter looks again while nothing but a probe's answer or a fleet-wide verdict
+# can change the state (half-open with every trial out, or forced open).
+_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +52,12 @@ class CircuitBreaker:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_transition: Callable[[BreakerState, BreakerState], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._spec = spec
         self._clock = clock
+        self._sleep = sleep
+        self._outage_since: float | None = None
         self._on_transition = on_transition
         self._state = BreakerState.CLOSED
         self._since = clock()
@@ -57,6 +71,10 @@ class CircuitBreaker:
         if state is self._state:
             return
         old, self._state, self._since = self._state, state, self._clock()
+        if state is BreakerState.CLOSED:
+            self._outage_since = None
+        elif self._outage_since is None:
+            self._outage_since = self._since
         self._window.clear()
         self._failures = 0
         self._trials_out = 0
@@ -77,6 +95,39 @@ class CircuitBreaker:
     def since(self) -> float:
         return self._since
 
+    def outage_seconds(self) -> float:
+        """How long the breaker has been away from Closed (0 while Closed)."""
+        _ = self.state  # moves Open -> HalfOpen when due
+        return 0.0 if self._outage_since is None else self._clock() - self._outage_since
+
+    def outage_exceeded(self) -> bool:
+        return self.outage_seconds() >= self._spec.max_outage_seconds
+
+    def ready(self) -> bool:
+        """Whether :meth:`allow` would let a call through now (without taking a trial)."""
+        state = self.state
+        if state is BreakerState.HALF_OPEN:
+            return self._trials_out + self._trial_successes < self._spec.half_open_calls
+        return state is BreakerState.CLOSED
+
+    async def wait_ready(self, stop: asyncio.Event | None = None) -> bool:
+        """Wait until a call may pass: True. False when the outage has lasted past
+        ``maxOutageSeconds`` (a probe still goes when half-open has a free trial) or
+        ``stop`` is set."""
+        while not self.ready():
+            if self.outage_exceeded() or (stop is not None and stop.is_set()):
+                return False
+            await self._sleep(self._pause())
+        return True
+
+    def _pause(self) -> float:
+        now = self._clock()
+        left = self._spec.max_outage_seconds - (now - (self._outage_since or now))
+        pause = min(left, _POLL_SECONDS)
+        if self._state is BreakerState.OPEN:
+            pause = min(pause, self._since + self._spec.open_seconds - now)
+        return max(pause, 0.001)
+
     def allow(self) -> bool:
         state = self.state
         if state is BreakerState.CLOSED:
@@ -87,6 +138,13 @@ class CircuitBreaker:
             self._trials_out += 1
             return True
         return False
+
+    def release(self) -> None:
+        """A call :meth:`allow` let through ended saying nothing about the vendor's
+        availability (a 429, a 4xx, a request not built): give back its half-open trial,
+        or the breaker would wait for an answer that never comes."""
+        if self._state is BreakerState.HALF_OPEN:
+            self._trials_out = max(0, self._trials_out - 1)
 
     def _prune(self, now: float) -> None:
         horizon = now - self._spec.window_seconds

@@ -5,6 +5,14 @@ vendor's concurrency gate before taking the next: the gate is entered and left b
 own task (``async with``), while the loop still provides the back-pressure. Every item task
 is collected: an exception that escapes one (a bug) is handed to ``on_crash`` so its item
 ends in an outcome instead of vanishing.
+
+An open breaker holds items back rather than failing them. An item waits for it
+(:meth:`~fleetsync.worker.breaker.CircuitBreaker.wait_ready`) before it enters the gate, so
+while the breaker is open the loop starts no further items (they stay queued), and an item
+whose retry the breaker refused (:class:`~fleetsync.worker.attempts.Deferred`) leaves the
+gate and the re-fetch window (``on_defer``) and waits too. When the outage outlasts
+``maxOutageSeconds`` the item fails with the last real cause seen (its own attempt's, else
+the vendor's) and the number of attempts it really made.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from fleetsync.api.v1alpha1.syncjob import Source
-from fleetsync.worker.attempts import FetchOutcome
+from fleetsync.worker.attempts import Deferred, FetchFailed, FetchOutcome
 from fleetsync.worker.outcome import Pending
 from fleetsync.worker.ratelimit import SlotLimiter
 from fleetsync.worker.vendors import DEFAULT_VENDOR, VendorRuntime, limit_for
@@ -23,7 +31,8 @@ __all__ = ["Dispatcher"]
 
 log = logging.getLogger("fleetsync.worker")
 
-Fetch = Callable[[VendorRuntime, Pending], Awaitable[FetchOutcome]]
+# (vendor, item, resumed from) -> how it ended, or Deferred: the breaker refused a retry
+Fetch = Callable[[VendorRuntime, Pending, Deferred], Awaitable[FetchOutcome | Deferred]]
 Then = Callable[[Pending, FetchOutcome], Awaitable[None]]
 
 
@@ -39,6 +48,7 @@ class Dispatcher:
         on_skip: Callable[[Pending], None],
         on_crash: Callable[[Pending, BaseException], None],
         stopping: asyncio.Event,
+        on_defer: Callable[[Pending], None] = lambda pending: None,
     ) -> None:
         self._source = source
         self._limiter_for = limiter_for
@@ -47,6 +57,7 @@ class Dispatcher:
         self._before_fetch = before_fetch
         self._on_skip = on_skip
         self._on_crash = on_crash
+        self._on_defer = on_defer
         self._stopping = stopping
         self.vendors: dict[str, VendorRuntime] = {}
         self._queues: dict[str, asyncio.Queue[Pending | None]] = {}
@@ -95,18 +106,46 @@ class Dispatcher:
 
     async def _item(self, vendor: VendorRuntime, pending: Pending, entered: asyncio.Event) -> None:
         try:
-            if self._before_fetch is not None:
-                await self._before_fetch(pending)
-            if self._stopping.is_set():
-                self._on_skip(pending)  # stopped while it waited: not fetched, not final
-                return
-            async with vendor.gate:
-                entered.set()
-                outcome = await self._fetch(vendor, pending)
+            outcome = await self._attempts(vendor, pending, entered)
         finally:
             entered.set()
             vendor.pending -= 1
+        if outcome is None:
+            self._on_skip(pending)  # stopped before it ended: not final, not lost
+            return
         await self._then(pending, outcome)
+
+    async def _attempts(
+        self, vendor: VendorRuntime, pending: Pending, entered: asyncio.Event
+    ) -> FetchOutcome | None:
+        """The item's outcome, waiting out the breaker; None when the shard stopped first."""
+        resume = Deferred(0, None)
+        while True:
+            if not await vendor.breaker.wait_ready(self._stopping):
+                return None if self._stopping.is_set() else self._gave_up(vendor, resume)
+            if self._before_fetch is not None:
+                await self._before_fetch(pending)
+            if self._stopping.is_set():
+                return None
+            async with vendor.gate:
+                entered.set()
+                vendor.fetching += 1
+                try:
+                    outcome = await self._fetch(vendor, pending, resume)
+                finally:
+                    vendor.fetching -= 1
+            if not isinstance(outcome, Deferred):
+                return outcome
+            resume = outcome
+            self._on_defer(pending)
+
+    def _gave_up(self, vendor: VendorRuntime, resume: Deferred) -> FetchFailed:
+        limit = self._source.circuit_breaker.max_outage_seconds
+        cause = resume.last or vendor.last_failure
+        if cause is None:  # opened by the fleet's verdict before this shard saw a failure
+            cause = f"{vendor.name}: vendor failing on other shards"
+        reason = f"{cause} (vendor down past maxOutageSeconds {limit:g}s)"
+        return FetchFailed(reason, resume.attempts, "breaker")
 
     def _collect(self, task: asyncio.Task[None]) -> None:
         pending = self._tasks.pop(task)

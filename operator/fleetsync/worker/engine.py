@@ -139,12 +139,15 @@ class ShardEngine:
         return Dispatcher(
             self.spec.source,
             limiter_for=self._limiter_for,
-            fetch=lambda vendor, pending: self.attempts.fetch(vendor, pending.item),
+            fetch=lambda vendor, pending, resume: self.attempts.fetch(
+                vendor, pending.item, tried=resume.attempts, last=resume.last
+            ),
             then=self._fetched,
             before_fetch=lambda pending: self.books.enter_window(pending.index),
             on_skip=lambda pending: self.books.release(pending.index),
             on_crash=self._crashed,
             stopping=self._stopping,
+            on_defer=lambda pending: self.books.leave_window(pending.index),
         )
 
     def _reporter(self, coordinator: Coordinator, rng: random.Random) -> Reporter:

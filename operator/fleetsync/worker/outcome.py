@@ -81,6 +81,13 @@ class Books:
             await self._window.acquire()
             self._windowed.add(index)
 
+    def leave_window(self, index: int) -> None:
+        """The item waits for its vendor's breaker: give its slot to items that can go."""
+        if index in self._windowed:
+            self._windowed.discard(index)
+            if self._window is not None and not self._window_open:
+                self._window.release()
+
     def open_window(self) -> None:
         """Stop bounding re-fetches (the shard is ending without its sink): never wait."""
         if self._window is not None and not self._window_open:

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from fleetsync.api.constants import BreakerState
 from fleetsync.api.progress import VendorWire
 from fleetsync.api.v1alpha1.source import MAX_VENDORS
 from fleetsync.api.v1alpha1.syncjob import Source
@@ -118,6 +119,17 @@ class VendorRuntime:
         self.gate = ConcurrencyGate(self.concurrency)
         self.stats = VendorStats()
         self.pending = 0  # items queued or in flight: while > 0 the shard wants budget
+        self.fetching = 0  # items of those inside the concurrency gate
+        # The reason of the vendor's last availability failure (5xx, timeout, connection):
+        # the cause an item carries when it gives up on an outage before its own first try.
+        self.last_failure: str | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Items held back by the breaker (queued or deferred), 0 while it is Closed."""
+        if self.breaker.state is BreakerState.CLOSED:
+            return 0
+        return max(0, self.pending - self.fetching)
 
     def wire(self) -> VendorWire:
         snapshot = self.breaker.snapshot()
@@ -133,4 +145,5 @@ class VendorRuntime:
             concurrency=self.concurrency.limit,
             limitKey=self.limit_key,
             requestsPerSecond=self.limiter.current_share() if self.limiter else None,
+            waiting=self.waiting,
         )

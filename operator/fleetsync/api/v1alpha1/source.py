@@ -201,6 +201,15 @@ class CircuitBreaker(Model):
     window_seconds: float = Field(30.0, gt=0)
     open_seconds: float = Field(30.0, gt=0)
     half_open_calls: int = Field(5, ge=1)
+    max_outage_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How long items of a vendor whose breaker is open wait for it to close "
+        "(measured from when it opened, through half-open probes that fail) before they "
+        "fail with the cause of the vendor's last real answer. Default 300 s: longer than "
+        "the short outages vendors typically have (a restart, a deploy), shorter than a "
+        "schedule interval, so a run gives up before the next one starts.",
+    )
 
 
 class Concurrency(Model):

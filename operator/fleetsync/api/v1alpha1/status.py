@@ -53,6 +53,9 @@ class VendorStatus(Model):
     p95_ms: float | None = None
     concurrency: int | None = None
     requests_per_second: float | None = Field(None, description="The budget in force.")
+    waiting: int | None = Field(
+        None, description="Items waiting for this vendor's breaker to close (not failed)."
+    )
 
 
 class Cost(Model):

@@ -1,0 +1,212 @@
+"""Outages are ridden out: an open breaker defers items, and a give-up carries the real cause.
+
+Fake time throughout: the breaker's clock only moves when a waiter sleeps, so a 5 s outage
+and a 300 s ``maxOutageSeconds`` take milliseconds, and the vendor (an httpx MockTransport)
+is down or up by that same clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import httpx
+import pytest
+
+from fleetsync.api.constants import BreakerState
+from fleetsync.api.v1alpha1 import SyncJobSpec
+from fleetsync.api.v1alpha1.syncjob import CircuitBreaker as BreakerSpec
+from fleetsync.worker.attempts import Attempts, Deferred, Fetched, FetchFailed, FetchOutcome
+from fleetsync.worker.breaker import CircuitBreaker
+from fleetsync.worker.dispatch import Dispatcher
+from fleetsync.worker.fetch import Fetcher
+from fleetsync.worker.main import allowed_hosts
+from fleetsync.worker.mapping import Mapper
+from fleetsync.worker.outcome import Pending
+from fleetsync.worker.requests import RequestBuilder
+from fleetsync.worker.retry import RetryPolicy
+from fleetsync.worker.secrets import SecretResolver
+from fleetsync.worker.vendors import VendorRuntime
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+        await asyncio.sleep(0)
+
+
+def breaker_spec(**kw: float) -> BreakerSpec:
+    base = {"failureRateThreshold": 50, "minimumCalls": 4, "windowSeconds": 30,
+            "openSeconds": 10, "halfOpenCalls": 2, "maxOutageSeconds": 60}  # fmt: skip
+    return BreakerSpec.model_validate(base | kw)
+
+
+def test_the_default_max_outage_is_documented_and_longer_than_open_seconds() -> None:
+    spec = BreakerSpec()
+    assert spec.max_outage_seconds == 300 > spec.open_seconds
+    description = BreakerSpec.model_fields["max_outage_seconds"].description or ""
+    assert "300 s" in description and "schedule" in description
+
+
+async def test_an_open_breaker_waits_until_half_open_lets_a_call_through() -> None:
+    time = FakeTime()
+    breaker = CircuitBreaker(breaker_spec(), clock=time, sleep=time.sleep)
+    for _ in range(4):
+        breaker.record(False)
+    assert breaker.state is BreakerState.OPEN and not breaker.ready()
+    assert await breaker.wait_ready()
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert 9.99 <= time.slept < 10.5  # waited openSeconds, not maxOutageSeconds
+    assert breaker.allow() and breaker.allow() and not breaker.ready()  # two trials out
+    breaker.record(True)
+    breaker.record(True)
+    assert breaker.state is BreakerState.CLOSED and breaker.outage_seconds() == 0
+
+
+async def test_failing_probes_keep_the_outage_running_until_max_outage_seconds() -> None:
+    time = FakeTime()
+    breaker = CircuitBreaker(breaker_spec(maxOutageSeconds=25), clock=time, sleep=time.sleep)
+    for _ in range(4):
+        breaker.record(False)
+    while await breaker.wait_ready():
+        assert breaker.allow()
+        breaker.record(False)  # the probe fails: Open again, the outage goes on
+    assert breaker.outage_exceeded() and 24.99 <= time.slept < 25.5
+    stop = asyncio.Event()
+    stop.set()
+    healthy = CircuitBreaker(breaker_spec(), clock=time, sleep=time.sleep)
+    healthy.force(BreakerState.OPEN)
+    assert not await healthy.wait_ready(stop)  # a stopping shard does not wait
+
+
+def job(max_attempts: int = 3, **breaker: float) -> SyncJobSpec:
+    return SyncJobSpec.model_validate(
+        {
+            "fleet": {"inventory": {"generate": {"count": 1, "idTemplate": "p-{i}"}}},
+            "source": {
+                "http": {"url": "http://vendor.test/plants/{id}"},
+                "retry": {
+                    "maxAttempts": max_attempts,
+                    "backoff": {"baseSeconds": 0.001, "maxSeconds": 0.002},
+                },
+                "circuitBreaker": {
+                    "minimumCalls": 4, "openSeconds": 10, "halfOpenCalls": 2, **breaker
+                },
+                "mapping": {"power": "$.data.power"},
+            },
+        }
+    )  # fmt: skip
+
+
+async def run_items(
+    spec: SyncJobSpec, time: FakeTime, answer: httpx.MockTransport, count: int = 30
+) -> tuple[dict[int, FetchOutcome], VendorRuntime, int, Attempts]:
+    """Dispatch ``count`` items through the real attempts; the most items seen waiting."""
+    fetcher = Fetcher(
+        allowed=allowed_hosts(spec), timeout_seconds=1, max_connections=8, transport=answer
+    )
+    attempts = Attempts(
+        fetcher=fetcher,
+        requests=RequestBuilder(spec.source, secrets=SecretResolver(None, {}), fetcher=fetcher),
+        mapper=Mapper(spec.source.mapping),
+        retry=RetryPolicy.from_spec(spec.source.retry),
+        rng=random.Random(1),
+    )
+    outcomes: dict[int, FetchOutcome] = {}
+    most_waiting = 0
+
+    async def fetch(vendor: VendorRuntime, pending: Pending, resume: Deferred) -> object:
+        return await attempts.fetch(vendor, pending.item, tried=resume.attempts, last=resume.last)
+
+    async def then(pending: Pending, outcome: FetchOutcome) -> None:
+        outcomes[pending.index] = outcome
+
+    dispatcher = Dispatcher(
+        spec.source,
+        limiter_for=lambda key, rate: pytest.fail("no rate limit configured"),
+        fetch=fetch,  # type: ignore[arg-type]
+        then=then,
+        on_skip=lambda pending: pytest.fail("nothing is skipped"),
+        on_crash=lambda pending, error: pytest.fail(f"crashed: {error!r}"),
+        stopping=asyncio.Event(),
+    )
+    vendor = dispatcher.vendor_of({"id": "p-0"})
+
+    async def sleep(seconds: float) -> None:
+        nonlocal most_waiting
+        most_waiting = max(most_waiting, vendor.waiting)
+        await time.sleep(seconds)
+
+    vendor.breaker = CircuitBreaker(spec.source.circuit_breaker, clock=time, sleep=sleep)
+    try:
+        for i in range(count):
+            dispatcher.dispatch(Pending(index=i, key=f"p-{i}", item={"id": f"p-{i}"}))
+        await dispatcher.drain()
+    finally:
+        await fetcher.aclose()
+    return outcomes, vendor, most_waiting, attempts
+
+
+def down_until(time: FakeTime, until: float) -> httpx.MockTransport:
+    def answer(_request: httpx.Request) -> httpx.Response:
+        if time.now < until:
+            return httpx.Response(503, text="maintenance")
+        return httpx.Response(200, json={"data": {"power": 1.5}})
+
+    return httpx.MockTransport(answer)
+
+
+async def test_items_wait_out_an_outage_and_all_succeed_after_half_open() -> None:
+    time = FakeTime()
+    outcomes, vendor, most_waiting, attempts = await run_items(
+        job(), time, down_until(time, 1005.0)
+    )
+    assert sorted(outcomes) == list(range(30))
+    assert all(isinstance(o, Fetched) for o in outcomes.values()), outcomes
+    assert time.slept >= 9.99  # they waited openSeconds rather than failing at once
+    assert most_waiting >= 14  # the queued and the deferred items, none of them failed
+    assert vendor.breaker.state is BreakerState.CLOSED and vendor.waiting == 0
+    assert any(isinstance(o, Fetched) and o.attempts >= 2 for o in outcomes.values())
+    assert attempts.vendor_calls < 30 * 3
+
+
+async def test_past_max_outage_every_item_fails_with_the_real_cause_and_its_attempts() -> None:
+    time = FakeTime()
+    outcomes, vendor, _, attempts = await run_items(
+        job(maxOutageSeconds=25), time, down_until(time, float("inf"))
+    )
+    assert sorted(outcomes) == list(range(30))
+    failed = [o for o in outcomes.values() if isinstance(o, FetchFailed)]
+    assert len(failed) == 30
+    for outcome in failed:
+        assert "HTTP 503" in outcome.reason, outcome
+        assert "breaker open" not in outcome.reason
+    assert sum(o.attempts for o in failed) == attempts.vendor_calls  # real tries, counted
+    assert any(o.attempts == 0 for o in failed)  # never tried: the vendor's last cause
+    assert any(o.attempts >= 1 for o in failed)
+    assert all("maxOutageSeconds 25s" in o.reason for o in failed if o.cause == "breaker")
+    assert 24.99 <= time.slept < 40
+    assert vendor.last_failure == "default: HTTP 503"
+
+
+async def test_a_trial_that_says_nothing_about_the_vendor_gives_its_slot_back() -> None:
+    time = FakeTime()
+    breaker = CircuitBreaker(breaker_spec(), clock=time, sleep=time.sleep)
+    for _ in range(4):
+        breaker.record(False)
+    assert await breaker.wait_ready()
+    assert breaker.allow() and breaker.allow() and not breaker.ready()
+    breaker.release()  # e.g. a 429 or a 4xx: no verdict on availability
+    assert breaker.ready() and breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow()
+    breaker.record(True)
+    breaker.record(True)
+    assert breaker.state is BreakerState.CLOSED
