@@ -144,8 +144,8 @@ def print_summary(summary: RunSummary, console: Console, *, manifest: Path | Non
                 "-" if v.p95_ms is None else f"{v.p95_ms:.0f}",
             )  # fmt: skip
         console.print(table)
-    for failed in summary.failed_sample[:5]:
-        console.print(f"  failed {failed.key}: {failed.reason}")
+    for line in summary.failure_lines():
+        console.print(line, markup=False)
     if items.failed > len(summary.failed_sample[:5]):
         where = shlex.quote(str(manifest)) if manifest is not None else "MANIFEST"
         console.print(f"  … all dead letters: fleetsync dead-letters {where}", markup=False)
