@@ -42,9 +42,13 @@ __all__ = ["LocalRun", "RunOptions", "expected_total", "plan_local_shards"]
 
 log = logging.getLogger("fleetsync.run")
 
-# Below this many items one process is faster than several: starting a worker process costs
-# about half a second of imports, more than a small fleet takes to sync.
-SMALL_FLEET = 2000
+# Items a shard process must have before another process pays for itself. One in-process
+# shard syncs ~1,000 items/s at 50 ms vendors and is not CPU-bound below that; a second
+# process costs an interpreter start and the stack's imports (~0.5 s of a core) and, on a
+# shared machine, competes for the same cores: at 7,000 items on 2 cores, two processes took
+# 1.53x as long as one (bench/results.md section 1). So: one process per 20,000 items, at
+# most one per core.
+ITEMS_PER_PROCESS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +64,22 @@ class RunOptions:
     restart: bool = False  # ignore an interrupted run's progress and start over
 
 
-def plan_local_shards(spec: SyncJobSpec, requested: int | None) -> int:
+def plan_local_shards(spec: SyncJobSpec, requested: int | None, *, cores: int | None = None) -> int:
+    """Shards for a local run: ``--shards``, else ``spec.sharding.shards``, else sized.
+
+    Sized from the fleet and the machine's ``cores`` (default: ``os.cpu_count()``): one
+    shard (in this process) unless the fleet has at least ``ITEMS_PER_PROCESS`` items per
+    extra process, never more than the cores nor ``sharding.maxParallelism``. A fleet of
+    unknown size gets one shard per core."""
     if requested is not None:
         return requested
     if isinstance(spec.sharding.shards, int):
         return spec.sharding.shards
+    limit = max(1, min(cores or os.cpu_count() or 1, spec.sharding.max_parallelism))
     total = expected_total(spec)
-    if total is not None and total < SMALL_FLEET:
-        return 1
-    return max(1, min(os.cpu_count() or 1, spec.sharding.max_parallelism))
+    if total is None:
+        return limit
+    return max(1, min(limit, total // ITEMS_PER_PROCESS))
 
 
 @dataclass(slots=True)
