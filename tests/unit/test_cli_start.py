@@ -7,6 +7,7 @@ counts is which modules were imported (``--help`` ≤ 0.25 s is measured in benc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetsync.api.v1alpha1 import SyncJobSpec
-from fleetsync.local.runner import ITEMS_PER_PROCESS, plan_local_shards
+from fleetsync.local.runner import ITEMS_PER_PROCESS, idle_cores, plan_local_shards
 
 HEAVY = (
     "aiohttp",
@@ -128,14 +129,13 @@ def _spec(count: int, **sharding: object) -> SyncJobSpec:
     ("count", "cores", "shards"),
     [
         (500, 2, 1),
-        (7_000, 2, 1),
-        (7_000, 64, 1),
-        (ITEMS_PER_PROCESS - 1, 8, 1),
-        (2 * ITEMS_PER_PROCESS, 8, 2),
+        (ITEMS_PER_PROCESS * 2 - 1, 2, 1),
+        (7_000, 1, 1),  # one idle core: a loaded machine
+        (7_000, 2, 2),
+        (7_000, 64, 2),
         (100_000, 2, 2),
-        (100_000, 8, 5),
+        (100_000, 64, 32),  # maxParallelism 32 by default
         (1_000_000, 8, 8),
-        (1_000_000, 1, 1),
     ],
 )
 def test_auto_plan_uses_one_process_until_the_fleet_pays_for_more(
@@ -162,3 +162,8 @@ def test_explicit_shards_win_over_the_plan() -> None:
     assert plan_local_shards(_spec(7_000), 3, cores=2) == 3
     assert plan_local_shards(_spec(7_000, shards=4), None, cores=2) == 4
     assert plan_local_shards(_spec(1_000_000, shards=2), 5, cores=64) == 5
+
+
+def test_the_default_plan_uses_at_most_the_idle_cores() -> None:
+    assert 1 <= idle_cores() <= (os.cpu_count() or 1)
+    assert 1 <= plan_local_shards(_spec(10_000_000), None) <= (os.cpu_count() or 1)
