@@ -2,12 +2,16 @@
 
 Exit codes follow ``shared/API.md``: 0 Succeeded, 2 PartiallySucceeded, 1 Failed, 64 for an
 invalid manifest *and* for usage errors (click's own default of 2 would read as "partial").
+
+Every command imports what it needs inside its own body, and ``simulate`` is resolved only
+when it is invoked: ``fleetsync --help`` (and every worker process's start) must not pay for
+aiohttp, httpx, pydantic models, boto3 or kopf it does not use (issue 17; the simulator
+package alone costs ~0.6 s of imports). ``tests/unit/test_cli_start.py`` holds this.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import importlib
 import json
 import logging
 import os
@@ -30,7 +34,52 @@ def _manifest_error(error: ManifestError) -> int:
     return ExitCode.INVALID_CONFIG
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands defined in other packages, imported only when invoked: name -> (module, attribute,
+# the one-line help shown by ``fleetsync --help`` without importing the module).
+_LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "simulate": (
+        "fleetsync.simulator.cli",
+        "simulate_command",
+        "Play several vendors' HTTP APIs on loopback (latency, errors, 429s, outages).",
+    ),
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose ``_LAZY_COMMANDS`` are imported on first use, not at start."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in _LAZY_COMMANDS:
+            return command
+        module_name, attribute, _ = _LAZY_COMMANDS[cmd_name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # an install without that part: the command does not exist
+            return None
+        loaded = getattr(module, attribute)
+        assert isinstance(loaded, click.Command)
+        self.add_command(loaded, cmd_name)
+        return loaded
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        rows: list[tuple[str, str]] = []
+        for name in names:
+            # A lazy command not yet imported is listed by a stand-in carrying its help line.
+            command = self.commands.get(name) or click.Command(name, help=_LAZY_COMMANDS[name][2])
+            if not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fleetsync")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def cli(verbose: int) -> None:
@@ -268,6 +317,8 @@ def dead_letters(
 
     An unknown --run (no dead letters under that name and no local run of it) exits 64.
     """
+    import asyncio
+
     from fleetsync.local.retry import read_dead_letters
 
     try:
@@ -328,6 +379,8 @@ def retry_failed(
     its dead letters.
     """
     if namespace is not None:
+        import asyncio
+
         from fleetsync.controller.retry import retry_failed_in_cluster
 
         created = asyncio.run(
@@ -388,16 +441,8 @@ def crds(output_dir: Path | None, chart_dir: Path | None, reference: Path | None
             (chart_dir / f"{name}.yaml").write_text(chart_crd_text(document))
 
 
-def _add_simulator() -> None:
-    from fleetsync.simulator.cli import simulate_command
-
-    cli.add_command(simulate_command, "simulate")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: click without its exit-code conventions (usage errors exit 64, not 2)."""
-    with contextlib.suppress(ImportError):
-        _add_simulator()
     try:
         cli.main(args=argv, prog_name="fleetsync", standalone_mode=False)
     except click.UsageError as error:

@@ -42,9 +42,23 @@ __all__ = ["LocalRun", "RunOptions", "expected_total", "plan_local_shards"]
 
 log = logging.getLogger("fleetsync.run")
 
-# Below this many items one process is faster than several: starting a worker process costs
-# about half a second of imports, more than a small fleet takes to sync.
-SMALL_FLEET = 2000
+# Items each shard process must have before another process pays for itself. A second
+# process costs an interpreter start, the stack's imports and coordination (~1.4 s of wall
+# time at 7,000 items) and halves the per-item CPU per process: on an idle 2-core machine
+# two processes beat one from ~4,200 items (7,000 items: 4.05 s vs 4.96 s), while on a
+# loaded one (load 9 on 2 cores) they lost by 1.53x (bench/results.md section 1). So: one
+# process per 2,500 items, on at most the cores the load average leaves idle.
+ITEMS_PER_PROCESS = 2_500
+
+
+def idle_cores() -> int:
+    """Cores not busy by the 1-minute load average (at least 1)."""
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return cores
+    return max(1, min(cores, round(cores - busy)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +74,22 @@ class RunOptions:
     restart: bool = False  # ignore an interrupted run's progress and start over
 
 
-def plan_local_shards(spec: SyncJobSpec, requested: int | None) -> int:
+def plan_local_shards(spec: SyncJobSpec, requested: int | None, *, cores: int | None = None) -> int:
+    """Shards for a local run: ``--shards``, else ``spec.sharding.shards``, else sized.
+
+    Sized from the fleet and the machine's ``cores`` (default: :func:`idle_cores`): one
+    shard (in this process) unless the fleet has ``ITEMS_PER_PROCESS`` items for each
+    process, never more than the cores nor ``sharding.maxParallelism``. A fleet of unknown
+    size gets one shard per core."""
     if requested is not None:
         return requested
     if isinstance(spec.sharding.shards, int):
         return spec.sharding.shards
+    limit = max(1, min(cores or idle_cores(), spec.sharding.max_parallelism))
     total = expected_total(spec)
-    if total is not None and total < SMALL_FLEET:
-        return 1
-    return max(1, min(os.cpu_count() or 1, spec.sharding.max_parallelism))
+    if total is None:
+        return limit
+    return max(1, min(limit, total // ITEMS_PER_PROCESS))
 
 
 @dataclass(slots=True)

@@ -1,21 +1,24 @@
 """One HTTP client per shard, and the request rules that keep credentials where they belong.
 
-The client is httpx's API over aiohttp's connection pool (httpx-aiohttp): at 64+ concurrent
-requests httpx's own pool costs grow with the square of concurrency (see bench/results.md),
-while the httpx API keeps requests, timeouts and errors uniform across the codebase.
+Items are fetched with aiohttp directly: one ``ClientSession`` per shard, its connector
+capped at ``max_connections``, no cookie jar, no automatic decompression. The httpx API
+over the same session (httpx-aiohttp) remains for the rarer requests (inventory pages,
+OAuth2 tokens) and for ``transport="httpx"`` or an injected httpx transport (tests). Per
+item, httpx cost ~2/3 of the fetch path's CPU (bench/results.md sections 6-7).
 
 Every URL is checked against ``allowedHosts`` *before* a request is built, so a template that
 expands to another host fails that item and never carries a credential there. Redirects are
 not followed for the same reason.
 
-A vendor is untrusted too. httpx's timeouts bound each read, not the whole response, so a
-vendor trickling one byte every half second holds a request forever; and a 200 KB gzip body
-can inflate to gigabytes. So every request here runs under one deadline (``timeoutSeconds``
-for the whole exchange, body included) and its body is read and inflated in bounded steps
-(gzip and deflate, decoded here rather than by httpx so no single step can inflate past
-64 KiB) until ``maxResponseBytes``: past it the item fails with
+A vendor is untrusted too. Client read timeouts bound each read, not the whole response, so
+a vendor trickling one byte every half second holds a request forever; and a 200 KB gzip
+body can inflate to gigabytes. So every request here runs under one deadline
+(``timeoutSeconds`` for the whole exchange, body included) and its body is read and inflated
+in bounded steps (gzip and deflate, decoded here rather than by the client so no single step
+can inflate past 64 KiB) until ``maxResponseBytes``: past it the item fails with
 :class:`~fleetsync.errors.PayloadError` (permanent), past the deadline with a timeout
-:class:`~fleetsync.errors.VendorError` (retryable).
+:class:`~fleetsync.errors.VendorError` (retryable). Both clients map their errors the same
+way, and never quote an exception's text (a header-encoding error quotes the header).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import json
 import math
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -50,6 +53,8 @@ __all__ = [
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _INFLATE_STEP = 64 * 1024
 _TOKEN_MAX_BYTES = 64 * 1024
+# Only what _Inflater can inflate in bounded steps.
+_ACCEPT_ENCODING = {"Accept-Encoding": "gzip, deflate"}
 
 
 class AllowedHosts:
@@ -65,11 +70,17 @@ class AllowedHosts:
         return host in self._hosts or with_port in self._hosts
 
     def check(self, url: str) -> None:
-        if not urlsplit(url).hostname:
+        parts = urlsplit(url)  # once: this runs for every request
+        host = (parts.hostname or "").lower()
+        if not host:
             raise HostNotAllowedError(f"URL {url!r} has no host (is the vendor's baseUrl set?)")
-        if url not in self:
-            host = urlsplit(url).netloc or url
-            raise HostNotAllowedError(f"host {host} is not in allowedHosts; request not sent")
+        if host in self._hosts:
+            return
+        port = parts.port
+        if port is None or f"{host}:{port}" not in self._hosts:
+            raise HostNotAllowedError(
+                f"host {parts.netloc or url} is not in allowedHosts; request not sent"
+            )
 
     @staticmethod
     def host_of(url: str) -> str | None:
@@ -132,18 +143,34 @@ class _Inflater:
 
 async def read_bounded(response: httpx.Response, limit: int) -> bytes:
     """The decoded body of a streamed ``response``; BodyTooLarge past ``limit`` bytes."""
-    declared = response.headers.get("content-length", "")
-    encoding = response.headers.get("content-encoding", "")
-    if not encoding and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"response body of {declared} bytes is over the limit of {limit}")
+    _declared_over(response.headers, limit)
     if response.is_stream_consumed:  # built in memory (httpx.MockTransport): already decoded
         if len(response.content) > limit:
             raise BodyTooLarge(f"response body is over the limit of {limit} bytes")
         return response.content
+    encoding = response.headers.get("content-encoding", "")
+    return await _inflate_bounded(response.aiter_raw(), encoding, limit)
+
+
+async def _read_aiohttp(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """:func:`read_bounded` for an aiohttp response read raw (``auto_decompress=False``)."""
+    _declared_over(response.headers, limit)
+    encoding = response.headers.get("content-encoding", "")
+    return await _inflate_bounded(response.content.iter_any(), encoding, limit)
+
+
+def _declared_over(headers: Mapping[str, str], limit: int) -> None:
+    """BodyTooLarge now if an unencoded body declares more than ``limit`` bytes."""
+    declared = headers.get("content-length", "")
+    if not headers.get("content-encoding") and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"response body of {declared} bytes is over the limit of {limit}")
+
+
+async def _inflate_bounded(chunks: AsyncIterator[bytes], encoding: str, limit: int) -> bytes:
     inflater = _Inflater(encoding)
     parts: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_raw():
+    async for chunk in chunks:
         for piece in inflater.feed(chunk):
             size += len(piece)
             if size > limit:
@@ -152,6 +179,35 @@ async def read_bounded(response: httpx.Response, limit: int) -> bytes:
                 )
             parts.append(piece)
     return b"".join(parts)
+
+
+async def _send_aiohttp(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    limit: int,
+    seconds: float,
+) -> tuple[int, str | None, bytes]:
+    """:func:`send_bounded` over aiohttp: (status, Retry-After, body read for 2xx only)."""
+    try:
+        async with (
+            asyncio.timeout(seconds),
+            session.request(method, url, headers=headers, allow_redirects=False) as response,
+        ):
+            status = response.status
+            body = await _read_aiohttp(response, limit) if 200 <= status < 300 else b""
+            return status, response.headers.get("retry-after"), body
+    except TimeoutError as error:  # aiohttp's own timeouts are TimeoutErrors too
+        reason = f"no complete response within {seconds:g}s"
+        raise VendorError(f"timeout: {reason} ({type(error).__name__})", status=None) from None
+    except (ValueError, aiohttp.NonHttpUrlClientError) as error:  # or a header it cannot send
+        raise PayloadError(f"request not sent: {type(error).__name__}") from None
+    except aiohttp.ClientConnectionError as error:
+        raise VendorError(f"connection failed: {type(error).__name__}", status=-1) from None
+    except aiohttp.ClientError as error:  # a malformed status line, headers or body
+        raise VendorError(f"malformed response: {type(error).__name__}", status=-1) from None
 
 
 async def send_bounded(
@@ -192,7 +248,11 @@ async def send_bounded(
 
 
 class Fetcher:
-    """Sends one request and classifies the answer into the error tree."""
+    """Sends one request and classifies the answer into the error tree.
+
+    ``transport="aiohttp"`` (the default): items go through one aiohttp session, created on
+    first use inside the running loop; ``self.client`` (httpx) shares its connection pool.
+    ``"httpx"`` or an httpx transport: everything goes through ``self.client``."""
 
     def __init__(
         self,
@@ -206,45 +266,66 @@ class Fetcher:
         self.allowed = allowed
         self.timeout_seconds = timeout_seconds
         self.max_response_bytes = max_response_bytes
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=None)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._direct = transport == "aiohttp"
         pool: httpx.AsyncBaseTransport
         if isinstance(transport, httpx.AsyncBaseTransport):
             pool = transport  # tests: httpx.MockTransport
-        elif transport == "aiohttp":
-            pool = AiohttpTransport(limits=limits, trust_env=False)
+        elif self._direct:
+            pool = AiohttpTransport(client=self._aiohttp_session, trust_env=False)
         else:
+            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=None)
             pool = httpx.AsyncHTTPTransport(limits=limits)
         self.client = httpx.AsyncClient(
             transport=pool,
             timeout=httpx.Timeout(timeout_seconds),
             follow_redirects=False,
             trust_env=False,
-            # Only what read_bounded can inflate in bounded steps.
-            headers={"Accept-Encoding": "gzip, deflate"},
+            headers=_ACCEPT_ENCODING,
         )
+
+    def _aiohttp_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections, ssl=httpx.create_ssl_context(trust_env=False)
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,  # _Inflater decodes in bounded steps
+                headers=_ACCEPT_ENCODING,
+                timeout=aiohttp.ClientTimeout(total=None),  # one deadline: asyncio.timeout
+                trust_env=False,
+            )
+        return self._session
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def fetch(
         self, method: str, url: str, headers: Mapping[str, str], *, now: float | None = None
     ) -> FetchResult:
         self.allowed.check(url)
         started = time.perf_counter()
-        try:
-            request = self.client.build_request(method, url, headers=dict(headers))
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as error:
-            raise PayloadError(f"request not sent: {type(error).__name__}") from None
-        response, body = await send_bounded(
-            self.client, request, limit=self.max_response_bytes, seconds=self.timeout_seconds
-        )
-        latency = time.perf_counter() - started
-        status = response.status_code
-        if status == 429:
-            retry_after = parse_retry_after(
-                response.headers.get("retry-after"), now=time.time() if now is None else now
+        if self._direct:
+            status, retry_after, body = await _send_aiohttp(
+                self._aiohttp_session(),
+                method,
+                url,
+                headers,
+                limit=self.max_response_bytes,
+                seconds=self.timeout_seconds,
             )
-            raise ThrottledError("HTTP 429 Too Many Requests", retry_after=retry_after)
+        else:
+            status, retry_after, body = await self._send_httpx(method, url, headers)
+        latency = time.perf_counter() - started
+        if status == 429:
+            when = time.time() if now is None else now
+            raise ThrottledError(
+                "HTTP 429 Too Many Requests", retry_after=parse_retry_after(retry_after, now=when)
+            )
         if status >= 500:
             raise VendorError(f"HTTP {status}", status=status)
         if status == 401:
@@ -252,6 +333,18 @@ class Fetcher:
         if status >= 400:
             raise PayloadError(f"HTTP {status} from vendor")
         return FetchResult(status=status, body=body, latency=latency)
+
+    async def _send_httpx(
+        self, method: str, url: str, headers: Mapping[str, str]
+    ) -> tuple[int, str | None, bytes]:
+        try:
+            request = self.client.build_request(method, url, headers=dict(headers))
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as error:
+            raise PayloadError(f"request not sent: {type(error).__name__}") from None
+        response, body = await send_bounded(
+            self.client, request, limit=self.max_response_bytes, seconds=self.timeout_seconds
+        )
+        return response.status_code, response.headers.get("retry-after"), body
 
 
 class OAuth2Tokens:

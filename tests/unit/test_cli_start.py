@@ -1,0 +1,169 @@
+"""Start-up cost (issue 17): the CLI imports lazily; a local run plans one process unless more pay.
+
+Each CLI check runs in a fresh interpreter and reads ``sys.modules`` after the command: what
+counts is which modules were imported (``--help`` ≤ 0.25 s is measured in bench/, not here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleetsync.api.v1alpha1 import SyncJobSpec
+from fleetsync.local.runner import ITEMS_PER_PROCESS, idle_cores, plan_local_shards
+
+HEAVY = (
+    "aiohttp",
+    "httpx",
+    "httpx_aiohttp",
+    "boto3",
+    "botocore",
+    "psycopg",
+    "kopf",
+    "kubernetes_asyncio",
+    "pydantic",
+    "yaml",
+    "rich",
+    "asyncio",
+    "jsonpath_ng",
+    "prometheus_client",
+    "fleetsync.simulator",
+    "fleetsync.worker",
+    "fleetsync.local",
+    "fleetsync.controller",
+    "fleetsync.sinks",
+)
+
+_PROBE = """
+import json, sys
+from fleetsync.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
+"""
+
+
+_IMPORT_ONLY = "import json, sys, fleetsync.cli; print(json.dumps(sorted(sys.modules)))"
+
+
+def _run(*args: str) -> tuple[int, str, set[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    return report["code"], done.stdout, set(report["modules"])
+
+
+def _heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
+
+
+@pytest.mark.parametrize("args", [("--help",), ("-h",), ("--version",)])
+def test_help_imports_nothing_heavy(args: tuple[str, ...]) -> None:
+    code, _, modules = _run(*args)
+    assert code == 0
+    assert _heavy(modules) == []
+
+
+def test_importing_the_cli_imports_nothing_heavy() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ONLY],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert _heavy(set(json.loads(done.stdout))) == []
+
+
+def test_help_lists_every_command_with_the_lazy_simulator() -> None:
+    code, out, _ = _run("--help")
+    assert code == 0
+    for name in ("run", "demo", "worker", "controller", "validate", "crds", "simulate"):
+        assert f"\n  {name} " in out, name
+    assert "Play several vendors' HTTP APIs on loopback" in out
+
+
+def test_simulate_is_imported_when_invoked() -> None:
+    code, out, modules = _run("simulate", "--help")
+    assert code == 0
+    assert "--latency-ms" in out
+    assert "fleetsync.simulator.cli" in modules
+
+
+def test_validate_imports_no_client_library() -> None:
+    code, _, modules = _run("validate", "/nonexistent/manifest.yaml")
+    assert code == 64
+    assert not any(m.startswith(("aiohttp", "httpx", "boto3", "kopf")) for m in modules)
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    code, _, _ = _run("no-such-command")
+    assert code == 64
+
+
+# A local run's plan: a small or mid-sized fleet pays one interpreter start (issue 17).
+
+
+def _spec(count: int, **sharding: object) -> SyncJobSpec:
+    return SyncJobSpec.model_validate(
+        {
+            "fleet": {"inventory": {"generate": {"count": count}}},
+            "source": {"http": {"url": "https://api.vendor.example/plants/{id}"}},
+            "sink": {"sqlite": {"path": "x.db", "table": "plants"}},
+            "sharding": sharding,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("count", "cores", "shards"),
+    [
+        (500, 2, 1),
+        (ITEMS_PER_PROCESS * 2 - 1, 2, 1),
+        (7_000, 1, 1),  # one idle core: a loaded machine
+        (7_000, 2, 2),
+        (7_000, 64, 2),
+        (100_000, 2, 2),
+        (100_000, 64, 32),  # maxParallelism 32 by default
+        (1_000_000, 8, 8),
+    ],
+)
+def test_auto_plan_uses_one_process_until_the_fleet_pays_for_more(
+    count: int, cores: int, shards: int
+) -> None:
+    assert plan_local_shards(_spec(count), None, cores=cores) == shards
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(
+    count=st.integers(1, 5_000_000),
+    cores=st.integers(1, 256),
+    max_parallelism=st.integers(1, 1000),
+)
+def test_auto_plan_is_bounded_by_cores_parallelism_and_fleet(
+    count: int, cores: int, max_parallelism: int
+) -> None:
+    planned = plan_local_shards(_spec(count, maxParallelism=max_parallelism), None, cores=cores)
+    assert 1 <= planned <= min(cores, max_parallelism)
+    assert planned == 1 or count // planned >= ITEMS_PER_PROCESS
+
+
+def test_explicit_shards_win_over_the_plan() -> None:
+    assert plan_local_shards(_spec(7_000), 3, cores=2) == 3
+    assert plan_local_shards(_spec(7_000, shards=4), None, cores=2) == 4
+    assert plan_local_shards(_spec(1_000_000, shards=2), 5, cores=64) == 5
+
+
+def test_the_default_plan_uses_at_most_the_idle_cores() -> None:
+    assert 1 <= idle_cores() <= (os.cpu_count() or 1)
+    assert 1 <= plan_local_shards(_spec(10_000_000), None) <= (os.cpu_count() or 1)
