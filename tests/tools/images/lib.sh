@@ -51,21 +51,23 @@ static_rootfs() {
 }
 
 # import_image <tar> <image> [docker import -c changes...]
-# The image gets this host's CA bundle: where HTTPS goes through an intercepting proxy (as in
-# CI), builds inside the image (pip) trust what the host trusts. Local images only.
 import_image() {
   local tar=$1 image=$2; shift 2
-  local args=() c dir
+  local args=() c
   for c in "$@"; do args+=(-c "$c"); done
-  dir=$(mktemp -d)
-  mkdir -p "$dir/etc/ssl/certs"
-  cp /etc/ssl/certs/ca-certificates.crt "$dir/etc/ssl/certs/"
-  cp "$tar" "$dir/rootfs.tar"
-  tar --delete -f "$dir/rootfs.tar" ./etc/ssl/certs/ca-certificates.crt 2>/dev/null || true
-  tar -C "$dir" --owner=0 --group=0 -rf "$dir/rootfs.tar" ./etc/ssl/certs/ca-certificates.crt
-  docker import "${args[@]}" "$dir/rootfs.tar" "$image" >/dev/null
-  rm -rf "$dir"
+  docker import "${args[@]}" "$tar" "$image" >/dev/null
   log "imported $image"
+}
+
+# with_host_ca <image> <new image>: <image> plus this host's CA bundle. Where HTTPS goes
+# through an intercepting proxy (as in CI), builds inside the image (pip) then trust what the
+# host trusts. For local build images only; never pushed.
+with_host_ca() {
+  local dir; dir=$(mktemp -d)
+  cp /etc/ssl/certs/ca-certificates.crt "$dir/"
+  printf 'FROM %s\nCOPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt\n' "$1" > "$dir/Dockerfile"
+  DOCKER_BUILDKIT=0 docker build -q -t "$2" "$dir" >/dev/null
+  rm -rf "$dir"
 }
 
 # inputs_key <files or strings...>: 12 hex digits naming a build's inputs.

@@ -11,11 +11,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 packages=python3,python3-pip,python-is-python3,ca-certificates
 hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED'
 key=$(inputs_key "$debian_suite" "$packages" "$hook")
+ca=$(inputs_key /etc/ssl/certs/ca-certificates.crt)
 image=fleetsync-base:bookworm
-if ! have_image "fleetsync-base:$key"; then
+if ! have_image "fleetsync-base:$key-$ca"; then
   tar="$images_cache/python-base-$key.tar"
   [[ -f "$tar" ]] || debian_rootfs "$tar" "$packages" --customize-hook="$hook"
-  import_image "$tar" "fleetsync-base:$key" 'ENV LANG=C.UTF-8' 'CMD ["python3"]'
+  have_image "fleetsync-base:$key" \
+    || import_image "$tar" "fleetsync-base:$key" 'ENV LANG=C.UTF-8' 'CMD ["python3"]'
+  with_host_ca "fleetsync-base:$key" "fleetsync-base:$key-$ca"
 fi
-docker tag "fleetsync-base:$key" "$image"
+docker tag "fleetsync-base:$key-$ca" "$image"
 echo "$image"
