@@ -32,7 +32,12 @@ COPY --from=build /wheels /wheels
 RUN python -m pip install --no-cache-dir --no-index --find-links /wheels /wheels/fleetsync/*.whl \
  && rm -rf /wheels
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-# Numeric non-root user, matching runAsUser in the chart and in the worker pods.
+# Numeric non-root user, matching runAsUser in the chart and in the worker pods. It needs an
+# /etc/passwd entry: kopf names the controller's peering identity after getpass.getuser(),
+# which raises "uid not found" for a uid without one (found on kind, where the controller runs
+# as this uid; the local process control plane runs it as the invoking user).
+RUN groupadd --gid 65532 fleetsync \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin fleetsync
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["fleetsync"]

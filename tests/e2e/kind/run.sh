@@ -55,7 +55,8 @@ node_image=${KIND_NODE_IMAGE:-$(bash "$images/node.sh" "$kind_base" "$k8s_bin" "
 
 # kind resolves extraMounts against its working directory; make the CNI config's absolute.
 sed "s|hostPath: tests/|hostPath: $root/tests/|" "$here/cluster.yaml" > "$work/cluster.yaml"
-kind() { PATH="$root/$here/bin:$PATH" "$kind" "$@"; }
+# kind with the docker wrapper first on PATH, writing its kubeconfig into $work (not ~/.kube).
+kind() { PATH="$root/$here/bin:$PATH" KUBECONFIG="$work/kind-kubeconfig" "$kind" "$@"; }
 cleanup() {
   if [[ "${KEEP_CLUSTER:-0}" != 1 ]]; then kind delete cluster --name "$name" || true; fi
   rm -rf "$work"
