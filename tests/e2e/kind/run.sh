@@ -12,7 +12,7 @@
 #   5. tests/e2e with FLEETSYNC_E2E_CLUSTER=kubeconfig: the fixtures `helm install`
 #      charts/fleetsync (controller and workers from the loaded image), start the simulator,
 #      PostgreSQL and moto on the host's address on the kind network, and run the same tests
-#      (PYTEST_ARGS, e.g. `-k NAME`, narrows them)
+#      (run.sh's arguments or PYTEST_ARGS, e.g. `-k NAME`, narrow them)
 #   6. the cluster deleted (KEEP_CLUSTER=1 keeps it for debugging)
 #
 # Everything slow is cached under ${FLEETSYNC_CACHE:-~/.cache/fleetsync} or kept as tagged
@@ -79,5 +79,5 @@ FLEETSYNC_E2E_CLUSTER=kubeconfig \
 FLEETSYNC_E2E_KUBECONFIG="$kubeconfig" \
 FLEETSYNC_E2E_HOST="$host" \
 FLEETSYNC_E2E_IMAGE="$image" \
-  .venv/bin/pytest tests/e2e/test_operator.py ${PYTEST_ARGS:-}
+  .venv/bin/pytest tests/e2e/test_operator.py ${PYTEST_ARGS:-} "$@"
 phase "done in $(( $(date +%s) - t0 ))s"
