@@ -13,7 +13,8 @@
 #      charts/fleetsync (controller and workers from the loaded image), start the simulator,
 #      PostgreSQL and moto on the host's address on the kind network, and run the same tests
 #      (run.sh's arguments or PYTEST_ARGS, e.g. `-k NAME`, narrow them)
-#   6. the cluster deleted (KEEP_CLUSTER=1 keeps it for debugging)
+#   6. the examples applied as a user would (examples.sh), the simulator from examples/simulator/
+#   7. the cluster deleted (KEEP_CLUSTER=1 keeps it for debugging)
 #
 # Everything slow is cached under ${FLEETSYNC_CACHE:-~/.cache/fleetsync} or kept as tagged
 # images, so a second run goes straight to the cluster. Each phase prints its time.
@@ -67,8 +68,11 @@ if ! kind get clusters 2>/dev/null | grep -qx "$name"; then
   kind create cluster --name "$name" --config "$work/cluster.yaml" --image "$node_image" --wait 300s
 fi
 kind get kubeconfig --name "$name" > "$kubeconfig"
-phase "loading $image into $name"
-kind load docker-image "$image" --name "$name"
+# The examples name the image a release pushes (the chart's repository and appVersion).
+release_image="ghcr.io/fleetsync/fleetsync:$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/fleetsync/Chart.yaml)"
+docker tag "$image" "$release_image"
+phase "loading $image and $release_image into $name"
+kind load docker-image "$image" "$release_image" --name "$name"
 
 # The host's address on the kind network (its gateway): where pods reach the test servers.
 host=${FLEETSYNC_E2E_HOST:-$(docker network inspect kind \
@@ -80,4 +84,6 @@ FLEETSYNC_E2E_KUBECONFIG="$kubeconfig" \
 FLEETSYNC_E2E_HOST="$host" \
 FLEETSYNC_E2E_IMAGE="$image" \
   .venv/bin/pytest tests/e2e/test_operator.py ${PYTEST_ARGS:-} "$@"
+phase "applying the examples (examples.sh)"
+bash "$here/examples.sh" "$k8s_bin/kubectl" "$kubeconfig"
 phase "done in $(( $(date +%s) - t0 ))s"
