@@ -4,7 +4,8 @@
 # must be loaded into the node):
 #   1. `kubectl apply -f examples/simulator/`: the examples' namespaces (restricted Pod
 #      Security Standard) and the vendor simulator as a Deployment and Service;
-#   2. a pod from the same image, restricted, fetches the simulator's stats through the
+#   2. a pod without the restricted settings is refused in the examples' namespace; a pod
+#      from the same image, restricted, fetches the simulator's stats through the
 #      Service's DNS name (CoreDNS, kube-proxy);
 #   3. `kubectl apply -f examples/<x>/` for every example: each must be accepted as written.
 #      What each run then does is printed, not asserted: the examples still name
@@ -17,6 +18,13 @@ cd "$root"
 
 k apply -f examples/simulator/
 k -n fleetsync-simulator rollout status deployment/simulator --timeout=180s
+# The namespace label is enforced: a pod without the restricted settings is refused.
+if refused=$(k -n energy run pss-check --image=busybox --restart=Never --dry-run=server 2>&1); then
+  echo "examples.sh: a root pod was admitted to namespace energy: restricted not enforced" >&2
+  exit 1
+fi
+echo "examples.sh: restricted enforced: $refused"
+[[ "$refused" == *'violates PodSecurity "restricted'* ]]
 
 k -n fleetsync-simulator delete pod dns-probe --ignore-not-found --wait=true >/dev/null
 image=$(k -n fleetsync-simulator get deployment simulator -o jsonpath='{.spec.template.spec.containers[0].image}')

@@ -63,11 +63,27 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+reused=1
 if ! kind get clusters 2>/dev/null | grep -qx "$name"; then
+  reused=0
   phase "creating kind cluster $name from $node_image"
   kind create cluster --name "$name" --config "$work/cluster.yaml" --image "$node_image" --wait 300s
 fi
 kind get kubeconfig --name "$name" > "$kubeconfig"
+# The suite's namespaces (tests/e2e: SYSTEM_NS, NS, DOOMED), made here first so that the
+# restricted Pod Security Standard is enforced on every pod the suite creates; the fixtures'
+# `kubectl create namespace` finds them. On a kept cluster the last run's are removed first.
+suite_namespaces=(fleetsync-system energy energy-doomed)
+if [[ $reused == 1 ]]; then
+  "$k8s_bin/kubectl" --kubeconfig="$kubeconfig" delete namespace "${suite_namespaces[@]:1}" \
+    --ignore-not-found --wait=true
+fi
+for ns in "${suite_namespaces[@]}"; do
+  "$k8s_bin/kubectl" --kubeconfig="$kubeconfig" create namespace "$ns" --dry-run=client -o yaml \
+    | "$k8s_bin/kubectl" --kubeconfig="$kubeconfig" label --local -f - -o yaml \
+        pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted \
+    | "$k8s_bin/kubectl" --kubeconfig="$kubeconfig" apply -f -
+done
 # The examples name the image a release pushes (the chart's repository and appVersion).
 release_image="ghcr.io/fleetsync/fleetsync:$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/fleetsync/Chart.yaml)"
 docker tag "$image" "$release_image"
