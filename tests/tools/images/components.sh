@@ -33,8 +33,8 @@ import_image "$work/etcd.tar" "$(image_for etcd)" "$path_env" 'ENTRYPOINT ["/usr
 static_rootfs "$work/coredns.tar" "$coredns:/coredns"
 import_image "$work/coredns.tar" "$(image_for coredns)" "$path_env" 'ENTRYPOINT ["/coredns"]'
 
-pause_src="$(cd "$(dirname "$kubeadm")" && go env GOMODCACHE)/k8s.io/kubernetes@$release/build/pause/linux/pause.c"
-[[ -f "$pause_src" ]] || pause_src="$(go env GOMODCACHE)/k8s.io/kubernetes@$release/build/pause/linux/pause.c"
+# pause.c of the same release, from the module k8s-binaries.sh built from.
+pause_src="$(go env GOMODCACHE)/k8s.io/kubernetes@$release/build/pause/linux/pause.c"
 pause_tag=$(image_for pause); pause_tag=${pause_tag##*:}
 gcc -Os -static -Wall -DVERSION="$pause_tag" -o "$work/pause" "$pause_src"
 strip "$work/pause"

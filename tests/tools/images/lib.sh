@@ -31,11 +31,11 @@ debian_rootfs() {
 }
 
 # static_rootfs <out.tar> <src>:<dest>...  A root filesystem holding only the given files
-# (static binaries), CA certificates, /tmp and a passwd entry for the non-root user.
+# (static binaries), /tmp, and passwd/group entries for root and the non-root user.
 static_rootfs() {
   local out=$1; shift
   local dir; dir=$(mktemp -d)
-  mkdir -p "$dir"/{etc/ssl/certs,tmp,usr/local/bin,var/run}
+  mkdir -p "$dir"/{etc,tmp,usr/local/bin,var/run}
   chmod 1777 "$dir/tmp"
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > "$dir/etc/passwd"
   printf 'root:x:0:\nnonroot:x:65532:\n' > "$dir/etc/group"
