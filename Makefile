@@ -60,8 +60,10 @@ e2e-chart:
 	FLEETSYNC_E2E_OPERATOR=helm FLEETSYNC_E2E_SINK=postgres \
 	  $(BIN)/pytest tests/e2e/test_operator.py $(PYTEST_ARGS)
 
-e2e-kind:           ## the e2e suite on a kind cluster (needs a Docker engine; not run in CI)
-	bash tests/e2e/kind/run.sh
+# Every image is built locally (no registry): tests/e2e/kind/README.md. Needs a running
+# Docker engine, mmdebstrap and gcc; PYTEST_ARGS narrows the tests (e.g. PYTEST_ARGS='-k sigterm').
+e2e-kind:           ## the e2e suite and the examples on a kind cluster
+	PYTEST_ARGS='$(PYTEST_ARGS)' bash tests/e2e/kind/run.sh
 
 # Everything the tests need, installed or reused: system packages (Debian), the virtualenv,
 # the control plane and helm built from Go modules (cached in ~/.cache/fleetsync).

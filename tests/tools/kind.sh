@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build kind from its Go module into the cache outside the repository; prints the binary's
-# path last. Used by `make e2e-kind` only (kind needs a Docker engine, which CI lacks).
+# path last. Used by `make e2e-kind` (tests/e2e/kind/run.sh).
 set -euo pipefail
 version=v0.33.0  # its default node image is kindest/node:v1.37.0
 dir="${FLEETSYNC_CACHE:-$HOME/.cache/fleetsync}/tools/kind-$version"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The examples on a kind cluster, as a user applies them (run.sh calls this after the suite;
+# usage: examples.sh <kubectl> <kubeconfig>; the image ghcr.io/fleetsync/fleetsync:<appVersion>
+# must be loaded into the node):
+#   1. `kubectl apply -f examples/simulator/`: the examples' namespaces (restricted Pod
+#      Security Standard) and the vendor simulator as a Deployment and Service;
+#   2. a pod without the restricted settings is refused in the examples' namespace; a pod
+#      from the same image, restricted, fetches the simulator's stats through the
+#      Service's DNS name (CoreDNS, kube-proxy);
+#   3. `kubectl apply -f examples/<x>/` for every example: each must be accepted as written.
+#      What each run then does is printed, not asserted: the examples still name
+#      http://127.0.0.1:8765 and SQLite sinks, their addresses for `fleetsync run`.
+set -euo pipefail
+kubectl=$1 kubeconfig=$2
+k() { "$kubectl" --kubeconfig="$kubeconfig" "$@"; }
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$root"
+
+k apply -f examples/simulator/
+k -n fleetsync-simulator rollout status deployment/simulator --timeout=180s
+# The namespace label is enforced: a pod without the restricted settings is refused.
+if refused=$(k -n energy run pss-check --image=busybox --restart=Never --dry-run=server 2>&1); then
+  echo "examples.sh: a root pod was admitted to namespace energy: restricted not enforced" >&2
+  exit 1
+fi
+echo "examples.sh: restricted enforced: $refused"
+[[ "$refused" == *'violates PodSecurity "restricted'* ]]
+
+k -n fleetsync-simulator delete pod dns-probe --ignore-not-found --wait=true >/dev/null
+image=$(k -n fleetsync-simulator get deployment simulator -o jsonpath='{.spec.template.spec.containers[0].image}')
+k apply -f - <<POD
+apiVersion: v1
+kind: Pod
+metadata: {name: dns-probe, namespace: fleetsync-simulator}
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: probe
+      image: $image
+      imagePullPolicy: IfNotPresent
+      command:
+        - python
+        - -c
+        - |
+          import json, urllib.request
+          url = "http://simulator.fleetsync-simulator.svc:8765/_sim/stats"
+          print("vendors:", ",".join(sorted(json.load(urllib.request.urlopen(url, timeout=10))["vendors"])))
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities: {drop: [ALL]}
+POD
+k -n fleetsync-simulator wait pod/dns-probe --for=jsonpath='{.status.phase}'=Succeeded --timeout=120s
+out=$(k -n fleetsync-simulator logs dns-probe)
+echo "examples.sh: simulator by DNS name from a restricted pod: $out"
+[[ "$out" == "vendors: devices,huawei,meters,plans,solaredge,sungrow" ]]
+k -n fleetsync-simulator delete pod dns-probe --wait=false >/dev/null
+
+for example in examples/*/; do
+  [[ "$example" == examples/simulator/ ]] && continue
+  echo "examples.sh: kubectl apply -f $example"
+  k apply -f "$example"
+done
+sleep "${EXAMPLES_OBSERVE_SECONDS:-60}"
+echo "examples.sh: after ${EXAMPLES_OBSERVE_SECONDS:-60}s (not asserted; see the header):"
+k get syncjobs,syncschedules -A
+for example in examples/*/; do
+  [[ "$example" == examples/simulator/ ]] && continue
+  k delete -f "$example" --ignore-not-found --wait=false >/dev/null
+done
