@@ -16,7 +16,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
@@ -25,6 +27,24 @@ from fleetsync.api.constants import ExitCode
 from fleetsync.errors import ManifestError
 
 __all__ = ["cli", "main"]
+
+
+# Options several commands share, written once so their names, defaults and help agree.
+output_option = click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: live progress and a summary; json: one summary line (the last on stdout).",
+)
+
+
+FC = TypeVar("FC", bound=Callable[..., object])
+_SECRETS_HELP = "Secrets the manifest references, as <name>/<key> files."
+
+
+def secrets_dir_option(help: str = _SECRETS_HELP) -> Callable[[FC], FC]:
+    return click.option("--secrets-dir", type=click.Path(file_okay=False), help=help)
 
 
 def _manifest_error(error: ManifestError) -> int:
@@ -92,10 +112,8 @@ def cli(verbose: int) -> None:
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--shards", type=click.IntRange(1, 1000), help="Override spec.sharding.shards.")
 @click.option("--parallelism", type=click.IntRange(1, 1000), help="Shards running at once.")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option(
-    "--secrets-dir", type=click.Path(file_okay=False), help="Secrets as <name>/<key> files."
-)
+@output_option
+@secrets_dir_option()
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -149,13 +167,7 @@ def run(
     show_default=True,
     help="Plants to sync (spread over the three simulated vendors).",
 )
-@click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text: live progress and a summary; json: one summary line.",
-)
+@output_option
 @click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -298,11 +310,7 @@ def validate(manifest: Path) -> None:
     "run_name",
     help="Run name (default: the manifest's metadata.name; retry-failed runs are <name>-retry).",
 )
-@click.option(
-    "--secrets-dir",
-    type=click.Path(file_okay=False),
-    help="Secrets for the sink (e.g. a PostgreSQL DSN) as <name>/<key> files.",
-)
+@secrets_dir_option("Secrets for the sink (e.g. a PostgreSQL DSN) as <name>/<key> files.")
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -342,18 +350,8 @@ def dead_letters(
 @cli.command("retry-failed")
 @click.argument("target")
 @click.option("--run", "run_name", help="Run whose dead letters to retry (default: manifest's).")
-@click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text: live progress and a summary; json: one summary line.",
-)
-@click.option(
-    "--secrets-dir",
-    type=click.Path(file_okay=False),
-    help="Secrets the manifest references, as <name>/<key> files.",
-)
+@output_option
+@secrets_dir_option()
 @click.option(
     "-n",
     "--namespace",

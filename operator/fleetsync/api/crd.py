@@ -20,7 +20,7 @@ from fleetsync.api.v1alpha1.status import SyncJobStatus
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 from fleetsync.api.v1alpha1.syncschedule import SyncScheduleSpec, SyncScheduleStatus
 
-__all__ = ["build_crds", "openapi_schema"]
+__all__ = ["build_crds", "chart_crd_text", "crd_file_text", "openapi_schema"]
 
 # JSON Schema keywords Kubernetes' structural schemas do not accept (or we do not need).
 _DROP = {"title", "$defs", "discriminator", "examples", "const"}

@@ -24,6 +24,8 @@ __all__ = [
     "CONFIG_MOUNT",
     "INVENTORY_MOUNT",
     "LABEL_RUN",
+    "LABEL_SCHEDULE",
+    "MANAGED_BY",
     "SECRETS_MOUNT",
     "TOKEN_AUDIENCE",
     "TOKEN_MOUNT",

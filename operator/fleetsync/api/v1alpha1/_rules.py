@@ -21,6 +21,7 @@ __all__ = [
     "SECRET_NAME_PATTERN",
     "cel_one_of",
     "check_header_value",
+    "check_headers",
     "check_template",
     "finite_json",
     "is_secret_key",
@@ -83,6 +84,13 @@ def check_template(template: str, *, raw_allowed: bool = True) -> list[str]:
 def check_header_value(name: str, value: str) -> None:
     if _HEADER_BREAKS.search(name) or _HEADER_BREAKS.search(value):
         raise ValueError(f"header {name!r}: CR, LF and NUL are not allowed")
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """A field validator for header maps: no line breaks in any name or value."""
+    for name, value in headers.items():
+        check_header_value(name, value)
+    return headers
 
 
 def finite_json(value: object, where: str, *, max_depth: int = 1000) -> None:

@@ -16,7 +16,7 @@ from fleetsync.api.v1alpha1._base import Model
 from fleetsync.api.v1alpha1._rules import (
     SECRET_KEY_PATTERN,
     cel_one_of,
-    check_header_value,
+    check_headers,
     finite_json,
     one_of,
 )
@@ -80,12 +80,7 @@ class HttpInventory(Model):
         30.0, gt=0, le=300, description="Bound on one whole page request, body included."
     )
 
-    @field_validator("headers")
-    @classmethod
-    def _header_lines(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name, value in headers.items():
-            check_header_value(name, value)
-        return headers
+    _header_lines = field_validator("headers")(check_headers)
 
 
 class FileInventory(Model):

@@ -18,6 +18,7 @@ from fleetsync.api.v1alpha1._rules import (
     SECRET_NAME_PATTERN,
     cel_one_of,
     check_header_value,
+    check_headers,
     check_template,
     is_secret_key,
     one_of,
@@ -156,12 +157,7 @@ class VendorOverride(Model):
     rate_limit: RateLimit | None = None
     headers: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("headers")
-    @classmethod
-    def _header_lines(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name, value in headers.items():
-            check_header_value(name, value)
-        return headers
+    _header_lines = field_validator("headers")(check_headers)
 
 
 class Vendors(Model):
