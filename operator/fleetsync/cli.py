@@ -183,18 +183,62 @@ def demo(items: int, output: str, db: Path) -> None:
 
 
 @cli.command()
-@click.option("--manifest", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--shard", type=int, default=lambda: int(os.environ.get("JOB_COMPLETION_INDEX", "0")))
-@click.option("--shards", type=click.IntRange(1, 10_000), default=1)
+@click.option(
+    "--manifest",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The SyncJob (or SyncSchedule) manifest; in a pod, mounted from the run's ConfigMap.",
+)
+@click.option(
+    "--shard",
+    type=int,
+    default=lambda: int(os.environ.get("JOB_COMPLETION_INDEX", "0")),
+    help="This shard's index (default: the Indexed Job's JOB_COMPLETION_INDEX).",
+)
+@click.option(
+    "--shards", type=click.IntRange(1, 10_000), default=1, help="How many shards the run has."
+)
 @click.option("--run", "run_name", help="Run name (default: the manifest's name).")
-@click.option("--pod", default=lambda: os.environ.get("POD_NAME"))
-@click.option("--coordinator", envvar="FLEETSYNC_COORDINATOR_URL")
-@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--secrets-dir", envvar="FLEETSYNC_SECRETS_DIR")
-@click.option("--config-map-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--transport", type=click.Choice(["aiohttp", "httpx"]), default="aiohttp")
-@click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="FLEETSYNC_METRICS_PORT")
-@click.option("--namespace", default="", envvar="POD_NAMESPACE")
+@click.option(
+    "--pod",
+    default=lambda: os.environ.get("POD_NAME"),
+    help="This pod's name, sent with every report (default: POD_NAME).",
+)
+@click.option(
+    "--coordinator",
+    envvar="FLEETSYNC_COORDINATOR_URL",
+    help="Where to report progress (the controller, or `fleetsync run`); none: standalone.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Bearer token for reports, read at each report (a projected service-account token).",
+)
+@click.option(
+    "--secrets-dir",
+    envvar="FLEETSYNC_SECRETS_DIR",
+    help="Secrets the manifest references, as <name>/<key> files (mounted Secrets in a pod).",
+)
+@click.option(
+    "--config-map-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where ConfigMap inventories are mounted, as <name>/<key> files.",
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["aiohttp", "httpx"]),
+    default="aiohttp",
+    help="HTTP client for vendor requests.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    envvar="FLEETSYNC_METRICS_PORT",
+    help="Serve Prometheus /metrics on this port.",
+)
+@click.option(
+    "--namespace", default="", envvar="POD_NAMESPACE", help="Metrics label: the namespace."
+)
 @click.option("--owner", envvar="FLEETSYNC_OWNER", help="Metrics label: schedule or SyncJob.")
 def worker(
     manifest: Path,
@@ -242,8 +286,18 @@ def worker(
     required=True,
     help="The URL worker pods use to reach this controller (its Service).",
 )
-@click.option("--worker-image", envvar="FLEETSYNC_WORKER_IMAGE", required=True)
-@click.option("--worker-service-account", default="fleetsync-worker", show_default=True)
+@click.option(
+    "--worker-image",
+    envvar="FLEETSYNC_WORKER_IMAGE",
+    required=True,
+    help="Image of the shard pods (a SyncJob's spec.worker.image overrides it).",
+)
+@click.option(
+    "--worker-service-account",
+    default="fleetsync-worker",
+    show_default=True,
+    help="ServiceAccount of the shard pods (spec.worker.serviceAccountName overrides it).",
+)
 @click.option(
     "--worker-command",
     default="fleetsync",

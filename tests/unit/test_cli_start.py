@@ -167,3 +167,19 @@ def test_explicit_shards_win_over_the_plan() -> None:
 def test_the_default_plan_uses_at_most_the_idle_cores() -> None:
     assert 1 <= idle_cores() <= (os.cpu_count() or 1)
     assert 1 <= plan_local_shards(_spec(10_000_000), None) <= (os.cpu_count() or 1)
+
+
+def test_every_option_of_every_command_says_what_it_is_for() -> None:
+    import click
+
+    from fleetsync.cli import cli
+
+    context = click.Context(cli)
+    missing = [
+        f"{name} {param.opts[-1]}"
+        for name in cli.list_commands(context)
+        if (command := cli.get_command(context, name)) is not None
+        for param in command.params
+        if isinstance(param, click.Option) and not param.hidden and not param.help
+    ]
+    assert not missing, missing

@@ -52,8 +52,13 @@ def _rows(node: dict[str, Any], path: str, out: list[str]) -> None:
         constraints = _constraints(child).replace("|", "\\\\|")
         mark = " (required)" if name in required else ""
         out.append(f"| `{field}`{mark} | {_type(child)} | {description} | {constraints} |")
-        target = child.get("items", child) if child.get("type") == "array" else child
-        _rows(target, field + ("[]" if child.get("type") == "array" else ""), out)
+        if child.get("type") == "array":
+            _rows(child.get("items", {}), field + "[]", out)
+        elif isinstance(child.get("additionalProperties"), dict):
+            # A map of objects (e.g. vendors.items): document the fields of each value.
+            _rows(child["additionalProperties"], field + ".<name>", out)
+        else:
+            _rows(child, field, out)
 
 
 def api_reference() -> str:

@@ -153,9 +153,18 @@ class RateLimit(Model):
 
 
 class VendorOverride(Model):
-    base_url: str | None = None
-    rate_limit: RateLimit | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    base_url: str | None = Field(
+        None,
+        description="What `{vendor.baseUrl}` expands to in `source.http.url` for this "
+        "vendor's items; its host is allowed by default (see `allowedHosts`).",
+    )
+    rate_limit: RateLimit | None = Field(
+        None, description="This vendor's own limit, in place of `source.rateLimit`."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Headers sent to this vendor only, added to `source.http.headers`.",
+    )
 
     _header_lines = field_validator("headers")(check_headers)
 
@@ -168,7 +177,11 @@ class Vendors(Model):
         "distinct vendors: an inventory with more distinct values fails the run (name a "
         "field with few values, such as the vendor's name, not one per item).",
     )
-    items: dict[str, VendorOverride] = Field(default_factory=dict, max_length=MAX_VENDORS)
+    items: dict[str, VendorOverride] = Field(
+        default_factory=dict,
+        max_length=MAX_VENDORS,
+        description="Per-vendor settings, keyed by the value of the `by` field.",
+    )
 
 
 class Backoff(Model):
