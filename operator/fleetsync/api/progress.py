@@ -45,6 +45,10 @@ class VendorWire(TypedDict):
     limitKey: str | None
     requestsPerSecond: float | None
     waiting: NotRequired[int]  # items held back by an open breaker
+    # The rate its key runs at (the lowest any run sharing the key declares) and the rate
+    # this vendor declares: when they differ, status says another run holds the key lower.
+    rateInForce: NotRequired[float | None]
+    rateDeclared: NotRequired[float | None]
 
 
 class CostWire(TypedDict):

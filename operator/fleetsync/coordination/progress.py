@@ -237,6 +237,7 @@ class RunProgress:
         rates: dict[str, float] = {}
         waiting: Counter[str] = Counter()
         since: dict[str, float] = {}  # the earliest a shard saw the vendor's breaker leave Closed
+        held: dict[str, str] = {}  # vendor -> why its key runs below what it declares
         for vendor in self._live_vendors():
             name = vendor["name"]
             totals = merged.setdefault(name, {"calls": 0, "errors": 0, "throttled": 0})
@@ -250,6 +251,9 @@ class RunProgress:
                 rates[name] = rates.get(name, 0.0) + vendor["requestsPerSecond"]
             breakers[name] = _worse(breakers.get(name, BreakerState.CLOSED), vendor["breaker"])
             waiting[name] += vendor.get("waiting", 0)
+            note = _held_lower(vendor)
+            if note is not None:
+                held[name] = note
             left_closed = vendor["breakerSince"]
             if vendor["breaker"] != BreakerState.CLOSED and left_closed is not None:
                 since[name] = min(since.get(name, left_closed), left_closed)
@@ -271,6 +275,7 @@ class RunProgress:
                 concurrency=concurrency.get(name),
                 requests_per_second=round(rates[name], 3) if name in rates else None,
                 waiting=waiting[name] or None,
+                rate_limit=held.get(name),
             )
             for name, totals in sorted(merged.items())
         ]
@@ -306,6 +311,18 @@ class RunProgress:
             FailedItem(key=f["key"], reason=f["reason"], attempts=f["attempts"])
             for f in sample[:limit]
         ]
+
+
+def _held_lower(vendor: VendorWire) -> str | None:
+    """Why a vendor's key runs below the rate it declares (another run sharing the key
+    declares less: a key always runs at the lowest), or None."""
+    in_force, declared = vendor.get("rateInForce"), vendor.get("rateDeclared")
+    if in_force is None or declared is None or in_force >= declared:
+        return None
+    return (
+        f"key {vendor['limitKey']} runs at {in_force:g}/s, the lowest rate a run sharing it "
+        f"declares; this run declares {declared:g}/s"
+    )
 
 
 def _worse(current: BreakerState, reported: str) -> BreakerState:

@@ -361,7 +361,10 @@ class ShardEngine:
             seq=self._report_seq,
             state=state,
             progress=progress,
-            vendors=[v.wire() for v in self.vendors.values()],
+            vendors=[
+                v.wire(self.budgets.rates.get(v.limit_key) if v.limit_key else None)
+                for v in self.vendors.values()
+            ],
             wants=wants_of(self.vendors.values(), inventory_read=self._shard_total is not None),
             cost=self.sink.cost,
         )

@@ -131,7 +131,7 @@ class VendorRuntime:
             return 0
         return max(0, self.pending - self.fetching)
 
-    def wire(self) -> VendorWire:
+    def wire(self, rate_in_force: float | None = None) -> VendorWire:
         snapshot = self.breaker.snapshot()
         return VendorWire(
             name=self.name,
@@ -146,4 +146,6 @@ class VendorRuntime:
             limitKey=self.limit_key,
             requestsPerSecond=self.limiter.current_share() if self.limiter else None,
             waiting=self.waiting,
+            rateInForce=rate_in_force,
+            rateDeclared=self.rate,
         )

@@ -56,6 +56,11 @@ class VendorStatus(Model):
     waiting: int | None = Field(
         None, description="Items waiting for this vendor's breaker to close (not failed)."
     )
+    rate_limit: str | None = Field(
+        None,
+        description="Set when runs sharing this vendor's rateLimit.key declare different "
+        "rates: the key runs at the lowest, and this says which and why.",
+    )
 
 
 class Cost(Model):
