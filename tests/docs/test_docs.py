@@ -148,6 +148,8 @@ def test_every_examples_table_row_is_run_by_a_block() -> None:
     listed = " ".join(c[0] for c in table_rows(EXAMPLES_README, "manifest"))
     shipped = {str(p.relative_to(ROOT / "examples")) for p in (ROOT / "examples").glob("*/*.yaml")}
     production_only = {"plants/syncschedule.yaml"}  # DynamoDB in AWS; test_examples runs it
+    # The simulator's Deployment and Service for a cluster (README, kind e2e).
+    production_only |= {"simulator/namespaces.yaml", "simulator/simulator.yaml"}
     assert {m for m in shipped if m not in listed} == production_only
 
 

@@ -515,7 +515,7 @@ def test_a_schedule_runs_inside_its_window_only_and_on_request(
 
 def test_every_example_and_the_chart_pass_server_side_validation(operator: Any) -> None:
     root = Path(__file__).resolve().parents[2]
-    for ns in ("energy", "iot", "health"):
+    for ns in ("energy", "iot", "health", "fleetsync-simulator"):
         operator.cluster.kubectl("create", "namespace", ns, check=False)
     for example in sorted((root / "examples").glob("*/*.yaml")):
         out = operator.cluster.kubectl("apply", "--dry-run=server", "-f", str(example), check=False)

@@ -18,7 +18,9 @@ from fleetsync.simulator import SimulatorConfig, SimulatorProcess, VendorConfig
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "examples").glob("*/*.yaml"))
+# examples/simulator/ holds cluster objects (the simulator's Deployment and Service), not
+# fleet manifests: it is applied by the kind e2e (tests/e2e/kind/examples.sh).
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*/*.yaml") if p.parent.name != "simulator")
 LOCAL = "http://127.0.0.1:8765"
 
 
