@@ -35,7 +35,7 @@ class LocalCoordinator:
         clock: Callable[[], float] = time.time,
         timing: LeaseTiming | None = None,
         state: RunState | None = None,
-        persist_every: float = 1.0,
+        persist_every: float = 0.0,
     ) -> None:
         self.progress = progress
         # No hold-off on resuming: the runner has stopped the interrupted run's workers (and
@@ -52,6 +52,10 @@ class LocalCoordinator:
         self._dirty = False
 
     def handle(self, report: ReportWire) -> ReplyWire:
+        """Fold a report in and keep it before replying: a shard treats a reply as "my
+        checkpoint is safe" (it then fetches past it), so a ``kill -9`` of the runner right
+        after must not lose it — by default every report is written to the state dir first
+        (a small file, about one write per shard per second)."""
         now = self.clock()
         reply = fold_report(self.progress, self.budgets, report, now, stop=self.stopping)
         self._dirty = True
