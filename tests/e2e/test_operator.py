@@ -318,7 +318,11 @@ def test_suspend_and_resume_sync_each_item_once(
 ) -> None:
     db = store("s")
     before = simulator.stats()["vendors"]["slow"]["total"]
-    apply_job(operator, syncjob("plants-s", simulator, db, vendors=("slow",), count=2000))
+    manifest = syncjob("plants-s", simulator, db, vendors=("slow",), count=2000)
+    # Few requests in flight, so the run is still going when the suspend lands (about 11 s
+    # of fetching in all): the engine is fast enough to finish 2,000 items before otherwise.
+    manifest["spec"]["source"]["concurrency"] = {"mode": "fixed", "initial": 2, "min": 1, "max": 2}
+    apply_job(operator, manifest)
     wait_for(lambda: db.rows() >= 400, timeout=120, what="some progress")
     operator.cluster.kubectl(
         "patch", "syncjob", "plants-s", "-n", NS, "--type=merge", "-p", '{"spec":{"suspend":true}}'
@@ -691,8 +695,11 @@ def test_a_worker_sent_sigterm_is_replaced_and_the_shard_resumes(
 ) -> None:
     db = store("term")
     before = simulator.stats()["vendors"]["slow"]["total"]
-    apply_job(operator, syncjob("plants-term", simulator, db, vendors=("slow",), count=2000,
-                                shards=2, parallelism=2))  # fmt: skip
+    manifest = syncjob("plants-term", simulator, db, vendors=("slow",), count=2000, shards=2,
+                       parallelism=2)  # fmt: skip
+    # Few requests in flight, so the shards are still working when one is terminated.
+    manifest["spec"]["source"]["concurrency"] = {"mode": "fixed", "initial": 4, "min": 1, "max": 4}
+    apply_job(operator, manifest)
     wait_for(lambda: db.rows() >= 300, timeout=90, what="progress")
     pods = get_json(operator.cluster, "pods", "-n", NS, "-l", "fleetsync.dev/run=plants-term")
     victim = next(p for p in pods["items"] if p["status"].get("phase") == "Running")
