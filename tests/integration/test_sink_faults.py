@@ -243,6 +243,36 @@ async def test_postgres_reconnects_after_a_restart_between_calls(
     assert (await pg_sink.write_batch([record("b-3", 3)])).written == ["b-3"]
 
 
+async def test_postgres_state_reads_beside_writes_survive_dropped_connections(
+    restartable_postgres: PostgresServer, pg_sink: PostgresSink
+) -> None:
+    """A shard reads stored state while its writer adds columns and upserts, on one
+    connection; the server drops it at any point (a failover, an admin's terminate). Neither
+    operation may see the other's half-done transaction: both finish, every row lands."""
+    rng = random.Random(7)
+    async with await psycopg.AsyncConnection.connect(
+        restartable_postgres.dsn, autocommit=True
+    ) as admin:
+        for round_ in range(15):
+            keys = [f"c-{round_}-{i}" for i in range(200)]
+            batch = [
+                Record(k, {"power": i, f"extra_{round_}": i}, {"id": k}, f"h{i}", 1.0)
+                for i, k in enumerate(keys)
+            ]
+            writing = asyncio.create_task(pg_sink.write_batch(batch))
+            reading = [asyncio.create_task(pg_sink.read_state(keys)) for _ in range(3)]
+            await asyncio.sleep(rng.uniform(0.0, 0.03))
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            result = await writing
+            await asyncio.gather(*reading)
+            assert sorted(result.written) == sorted(keys) and not result.failed
+            state = await pg_sink.read_state(keys)
+            assert len(state) == 200, f"round {round_}"
+
+
 async def test_postgres_gives_up_with_a_sink_error_without_the_password(
     restartable_postgres: PostgresServer,
 ) -> None:

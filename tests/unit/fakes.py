@@ -4,13 +4,13 @@ throttles dead letters; a coordinator that keeps every checkpoint it was sent.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from conftest import MemorySink
 
 from fleetsync.api.progress import CheckpointWire, ReplyWire, ReportWire
 from fleetsync.errors import SinkError
-from fleetsync.sinks.base import DeadLetter, Record, WriteResult
+from fleetsync.sinks.base import DeadLetter, Record, RecordState, WriteResult
 
 
 class FaultySink(MemorySink):
@@ -20,7 +20,8 @@ class FaultySink(MemorySink):
       and on every write of a batch holding a key in ``down_for``;
     - raises TypeError for a whole batch holding a key in ``poison`` (as boto3's serializer
       does for a NaN), without writing any of it;
-    - raises SinkError on the first ``letter_outages`` dead-letter writes.
+    - raises SinkError on the first ``letter_outages`` dead-letter writes;
+    - raises SinkError on every state read from the ``state_down_from``-th on (1-based).
 
     Every dead letter ever written is kept in ``letter_log`` (the dict keeps the last per
     key, like a sink whose letters have no member).
@@ -33,6 +34,7 @@ class FaultySink(MemorySink):
         down_for: Sequence[str] = (),
         poison: Sequence[str] = (),
         letter_outages: int = 0,
+        state_down_from: int | None = None,
         batch_size: int = 25,
         **kwargs: object,
     ) -> None:
@@ -42,8 +44,16 @@ class FaultySink(MemorySink):
         self.poison = set(poison)
         self.down_for = set(down_for)
         self.letter_outages = letter_outages
+        self.state_down_from = state_down_from
+        self.state_reads = 0
         self.write_calls = 0
         self.letter_log: list[DeadLetter] = []
+
+    async def read_state(self, keys: Sequence[str]) -> Mapping[str, RecordState]:
+        self.state_reads += 1
+        if self.state_down_from is not None and self.state_reads >= self.state_down_from:
+            raise SinkError("postgres plants: read state: still failing after 16 attempts")
+        return await super().read_state(keys)
 
     async def write_batch(self, records: Sequence[Record]) -> WriteResult:
         self.write_calls += 1

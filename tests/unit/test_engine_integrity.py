@@ -166,6 +166,25 @@ async def test_a_sink_that_stays_down_fails_the_shard_instead_of_hanging() -> No
     assert engine.vendor_calls <= 25 + 4  # the window held: at most one batch in flight
 
 
+async def test_a_sink_whose_state_cannot_be_read_fails_the_shard_with_a_report() -> None:
+    # The first state read works; the second (items 100-199) is refused past the sink's own
+    # retries. What was already fetched lands and is final; the rest is handed back
+    # unfinished for a replacement; the shard ends failed, with its report, no traceback.
+    sink = FaultySink(state_down_from=2)
+    coordinator = KeepingCoordinator()
+    engine, result = await run_engine(
+        make_spec(300, skipUnchanged=True), sink, coordinator=coordinator
+    )
+    assert result.state == "failed"
+    assert result.error is not None and result.error.startswith("SinkError: stored state")
+    assert "still failing after 16 attempts" in result.error
+    assert engine.books.unfinished == 0
+    final = sum(engine.tracker.counts.values())
+    assert final == len(sink.rows) and final <= 100  # nothing past the failed read
+    last = coordinator.reports[-1]
+    assert last["state"] == "failed" and last["error"] == result.error
+
+
 async def test_books_that_do_not_balance_name_the_counts() -> None:
     sink = FaultySink()
     engine, result = await run_engine(make_spec(20), sink)

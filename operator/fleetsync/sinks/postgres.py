@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.types.json import Jsonb
 
 from fleetsync.errors import SinkError
@@ -48,6 +48,8 @@ def _lost(error: psycopg.Error) -> bool:
     """Whether retrying on a fresh connection can help (not a refusal of the statement)."""
     if isinstance(error, psycopg.errors.ProgramLimitExceeded):
         return False  # e.g. an index row too large: the record, not the server
+    if isinstance(error, psycopg.errors.InFailedSqlTransaction):
+        return True  # a transaction cut short by a lost connection: a fresh one can go on
     return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
 
 
@@ -81,6 +83,10 @@ class PostgresSink:
         self._rng = random.Random()
         self._cost = SinkCost()
         self._connection: Connection | None = None
+        # One operation at a time on the one connection: a statement of the state reads must
+        # never run inside the writer's transaction, nor a retry close a connection another
+        # operation has just opened.
+        self._in_use = asyncio.Lock()
         self._columns: dict[str, str] = {}  # name -> PostgreSQL type
 
     def _cause(self, error: BaseException) -> str:
@@ -101,7 +107,15 @@ class PostgresSink:
     # --- connection and retries ------------------------------------------------------------
 
     async def _connect(self) -> Connection:
-        if self._connection is None or self._connection.closed or self._connection.broken:
+        # Between operations an autocommit connection is idle; one left inside a transaction
+        # (a COMMIT or ROLLBACK lost with the connection) would refuse every statement.
+        connection = self._connection
+        if (
+            connection is None
+            or connection.closed
+            or connection.broken
+            or connection.info.transaction_status != pq.TransactionStatus.IDLE
+        ):
             await self._drop()
             self._connection = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
         return self._connection
@@ -117,14 +131,14 @@ class PostgresSink:
         tries = self._retry_attempts()
         while True:
             self._cost.calls += 1
-            try:
-                return await work(await self._connect())
-            except psycopg.Error as error:
-                if not _lost(error):
-                    raise
-                cause = self._cause(error)
-            if self._connection is not None and self._connection.broken:
-                await self._drop()
+            async with self._in_use:
+                try:
+                    return await work(await self._connect())
+                except psycopg.Error as error:
+                    if not _lost(error):
+                        raise
+                    cause = self._cause(error)
+                await self._drop()  # whatever state it was left in, the next try starts afresh
             delay = tries.next_delay()
             if delay is None:
                 raise SinkError(f"postgres {self.table}: {tries.gave_up(what, cause)}")
@@ -177,7 +191,8 @@ class PostgresSink:
 
     async def open(self) -> None:
         try:  # fail fast here: a wrong host or password is no transient fault
-            await self._connect()
+            async with self._in_use:
+                await self._connect()
         except psycopg.Error as error:
             raise SinkError(f"postgres: cannot connect: {self._cause(error)}") from None
         await self._locked(
@@ -188,8 +203,7 @@ class PostgresSink:
 
     async def _migrate_letters(self) -> None:
         """Dead letters tables from before members: add ``member`` to the primary key."""
-        connection = await self._connect()
-        name = self._letters.as_string(connection)
+        name = self._letters.as_string(None)
         rows = await self._execute(
             sql.SQL(
                 "SELECT conname, array_length(conkey, 1) FROM pg_constraint "

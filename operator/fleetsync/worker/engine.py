@@ -27,6 +27,7 @@ from fleetsync.api.constants import ItemOutcome
 from fleetsync.api.progress import FailedWire, ReportWire, ShardState
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 from fleetsync.coordination.protocol import Coordinator
+from fleetsync.errors import SinkError
 from fleetsync.metrics import WorkerMetrics
 from fleetsync.sinks.base import Record, Sink, SinkCost
 from fleetsync.worker.attempts import Attempts, FetchFailed, FetchOutcome
@@ -268,7 +269,15 @@ class ShardEngine:
             await self._dispatch_with_state(batch)
 
     async def _dispatch_with_state(self, batch: list[Pending]) -> None:
-        states = await self.sink.read_state([p.key for p in batch])
+        try:
+            states = await self.sink.read_state([p.key for p in batch])
+        except SinkError as error:
+            # The sink is unusable past its own retries: hand these items back unfinished
+            # (a replacement's), let the ones in flight land, and end failed with a report.
+            for pending in batch:
+                self.books.release(pending.index)
+            self._sink_down(f"stored state could not be read ({error})")
+            return
         now = time.time()
         for pending in batch:
             pending.state = states.get(pending.key)
@@ -321,9 +330,10 @@ class ShardEngine:
             self.reporter.wake.set()
 
     def _sink_down(self, reason: str) -> None:
+        if self._error is not None:
+            return  # the first cause is the one worth reading
         self._error = (
-            f"SinkError: dead letters could not be written ({reason}); "
-            f"{self.books.unfinished} items left unfinished for a replacement"
+            f"SinkError: {reason}; {self.books.unfinished} items left unfinished for a replacement"
         )
         log.error("%s", self._error)
         self.books.open_window()

@@ -172,4 +172,6 @@ class SinkWriter:
         self.batcher.put_back_letters(letters)  # not final: the next flush tries again
         self._letter_rounds_failed += 1
         if self._letter_rounds_failed == _LETTER_ROUNDS:
-            self._on_sink_down(f"{type(failure).__name__}: {failure}")
+            self._on_sink_down(
+                f"dead letters could not be written ({type(failure).__name__}: {failure})"
+            )
