@@ -117,8 +117,9 @@ class PostgresSink:
             or connection.info.transaction_status != pq.TransactionStatus.IDLE
         ):
             await self._drop()
-            self._connection = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-        return self._connection
+            connection = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+            self._connection = connection
+        return connection
 
     async def _drop(self) -> None:
         if self._connection is not None:
