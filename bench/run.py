@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.adaptive import case_adaptive
 from bench.clients import case_clients
+from bench.cluster import case_controller, case_fleet
 from bench.common import ROOT, Settings
 from bench.limit import case_limit
 from bench.profiling import case_profile
@@ -37,6 +38,8 @@ CASES: dict[str, Callable[[Settings], list[str]]] = {
     "small": case_small,
     "clients": case_clients,
     "profile": case_profile,
+    "fleet": case_fleet,
+    "controller": case_controller,
 }
 
 
