@@ -28,6 +28,7 @@ from fleetsync.controller.observe import (
     build_status,
     observe,
     parse_time,
+    phase_event,
     pod_problem,
     stuck_creating,
 )
@@ -285,13 +286,8 @@ class SyncJobReconciler:
         """Events for a phase change and for each vendor's breaker opening or closing."""
         if state.phase != observation.phase:
             log.info("run %s/%s: %s (%s)", key[0], key[1], observation.phase, observation.reason)
-            await self.kube.event(
-                body,
-                "SyncJob",
-                observation.reason,
-                f"{observation.phase}: {observation.message}",
-                warning=observation.phase is Phase.FAILED,
-            )
+            message, warning = phase_event(observation, new)
+            await self.kube.event(body, "SyncJob", observation.reason, message, warning=warning)
             state.phase = observation.phase
         for vendor in new.get("vendors") or []:
             before = state.breakers.get(vendor["name"], "Closed")

@@ -107,6 +107,8 @@ def run_with_console(options: RunOptions, *, output: str) -> int:
     else:
         run.on_progress = plain_progress(run.name, sys.stderr.write)
         summary = asyncio.run(_run(run))
+    if summary.causes is None and run.coordinator is not None:
+        summary.causes = run.coordinator.progress.failure_causes()
     if output == "json":
         sys.stdout.write(summary.json_line() + "\n")
     else:
