@@ -138,11 +138,17 @@ def observe(
     items: ItemCounts,
     *,
     stuck: str | None,
+    shard_error: str | None = None,
 ) -> Observation:
-    """The run's phase from its Job and progress (level-based: only current state matters)."""
+    """The run's phase from its Job and progress (level-based: only current state matters).
+
+    ``shard_error`` is the last error a shard reported (its sink down, its config refused):
+    a failed Job's message carries it, so the user reads the cause, not "see the logs"."""
     if job is None:
         return Observation(Phase.PENDING, Reason.PENDING, "creating the run's Job")
     failed = job_condition(job, "Failed")
+    if failed is not None and shard_error:
+        failed = {**failed, "message": f"{failed.get('message', '')}; shard: {shard_error}"}
     if failed is not None:
         reason = failed.get("reason", "")
         if reason == "DeadlineExceeded":
@@ -162,7 +168,7 @@ def observe(
         return Observation(
             Phase.FAILED, Reason.FAILED, f"{reason}: {failed.get('message', '')}", terminal=True
         )
-    max_failures = spec.dead_letter.max_item_failures
+    max_failures = spec.dead_letter
     # The same rule as ``fleetsync run`` once every shard finished; before, only too many
     # failures end a run early.
     verdict = (

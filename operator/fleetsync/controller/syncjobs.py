@@ -112,7 +112,11 @@ class SyncJobReconciler:
             return
         await self._ensure_job(key, body, state, job, now)
         observation = observe(
-            state.spec, job, state.progress.items(), stuck=await self._stuck(key, pods, now)
+            state.spec,
+            job,
+            state.progress.items(),
+            stuck=await self._stuck(key, pods, now),
+            shard_error=state.progress.last_error(),
         )
         # A terminal run: reports may still be in flight; the Job's completion means every
         # shard is done, so write now.

@@ -336,6 +336,15 @@ class RunProgress:
             for f in sample[:limit]
         ]
 
+    def last_error(self) -> str | None:
+        """The error of the shard that reported one last (a failed shard says why)."""
+        reported = [
+            (view.updated, view.report["error"])
+            for view in self.views.values()
+            if view.report is not None and view.report.get("error")
+        ]
+        return max(reported)[1] if reported else None
+
     def failure_causes(self, limit: int = MAX_CAUSES) -> list[FailureCause]:
         """Every failure of the run counted by cause (api.progress.cause_of), most frequent
         first; past ``limit`` causes the rest are summed as ``other``."""
