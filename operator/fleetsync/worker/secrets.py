@@ -104,8 +104,13 @@ class SecretResolver:
         if value is None and self._dir is not None:
             value = self._read(self._dir / name / key, field=field)
         if value is None:
+            file = (
+                self._dir / name / key if self._dir is not None else f"<--secrets-dir>/{name}/{key}"
+            )
             raise ManifestError(
-                [(field, f"Secret {name!r} key {key!r} not found (set {env_name(name, key)})")]
+                [(field, f"Secret {name!r} key {key!r} not found")],
+                hint=f"create the Secret with that key in the cluster; on this machine set "
+                f"{env_name(name, key)} or write the value to {file}",
             )
         secret = SecretValue(value)
         self._cache[(name, key)] = secret
