@@ -388,16 +388,19 @@ def validate(manifest: Path) -> None:
     except _SAID as error:
         sys.exit(_failure(error))
     if spec.sink is None:
-        click.echo(f"note: spec.sink is not set: {_default_sink(spec)}", err=True)
+        where = _default_sink(spec, manifest.resolve().parent)
+        click.echo(f"note: spec.sink is not set: {where}", err=True)
     if not read:
         click.echo("note: inventory not read here; templates are checked at the run's start")
     click.echo(f"{loaded.kind}/{loaded.metadata.name}: valid")
 
 
-def _default_sink(spec: SyncJobSpec) -> str:
+def _default_sink(spec: SyncJobSpec, base_dir: Path) -> str:
+    """Where a manifest without ``spec.sink`` writes (the embedded default, kept so a first
+    manifest runs as written; the run says so too)."""
     sqlite = spec.resolved_sink.sqlite
     assert sqlite is not None
-    return f"data goes to SQLite {sqlite.path}, table {sqlite.table} (next to the manifest)"
+    return f"data goes to SQLite {base_dir / sqlite.path}, table {sqlite.table}"
 
 
 async def _check_templates(spec: SyncJobSpec, base_dir: Path) -> bool:

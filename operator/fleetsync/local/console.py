@@ -80,6 +80,13 @@ def run_with_console(options: RunOptions, *, output: str) -> int:
     run = LocalRun(options)
     run.prepare()
     err = Console(stderr=True)
+    if run.spec is not None and run.spec.sink is None:
+        sqlite = run.spec.resolved_sink.sqlite
+        assert sqlite is not None
+        where = options.manifest.parent / sqlite.path
+        sys.stderr.write(
+            f"note: spec.sink is not set: data goes to SQLite {where}, table {sqlite.table}\n"
+        )
     if output == "text" and err.is_terminal:
         with Progress(
             TextColumn("[bold]{task.fields[name]}"),
