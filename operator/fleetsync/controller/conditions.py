@@ -95,7 +95,12 @@ def conditions_for(
             _c(T.READY, True, reason, message),
             _c(T.COMPLETE, True, Reason.PARTIALLY_SUCCEEDED.value, message),
             _c(T.FAILED, False, reason),
-            _c(T.DEGRADED, True, degraded_reason if degraded else Reason.ITEMS_FAILING, message),
+            _c(
+                T.DEGRADED,
+                True,
+                degraded_reason if degraded else Reason.ITEMS_FAILING,
+                f"{message}: {health.causes}" if health.causes else message,
+            ),
             _c(T.SUSPENDED, False, reason),
         ]
     return [

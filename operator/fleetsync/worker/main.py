@@ -157,7 +157,7 @@ async def _check_templates(spec: SyncJobSpec, plan: ShardPlan, fetcher: Fetcher)
     )
     problems = template_problems(spec, items) if items else []
     if problems:
-        raise ManifestError(problems)
+        raise ManifestError(problems, hint="use a field the inventory's items have")
 
 
 async def _first_contact(
