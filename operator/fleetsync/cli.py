@@ -391,7 +391,9 @@ def validate(manifest: Path) -> None:
         where = _default_sink(spec, manifest.resolve().parent)
         click.echo(f"note: spec.sink is not set: {where}", err=True)
     if not read:
-        click.echo("note: inventory not read here; templates are checked at the run's start")
+        click.echo(
+            "note: inventory not read here; templates are checked at the run's start", err=True
+        )
     click.echo(f"{loaded.kind}/{loaded.metadata.name}: valid")
 
 
