@@ -334,11 +334,13 @@ async def send_bounded(
                 wanted = read_body if read_body is not None else response.is_success
                 if wanted:
                     body = await read_bounded(response, limit)
-                elif read_body is None and not response.is_stream_consumed:
+                elif read_body is not None:
+                    body = b""
+                elif response.is_stream_consumed:  # built in memory (httpx.MockTransport)
+                    body = response.content[: _EXCERPT_BYTES + 1]
+                else:
                     encoding = response.headers.get("content-encoding", "")
                     body = await _read_excerpt(response.aiter_raw(), encoding)
-                else:
-                    body = response.content if response.is_stream_consumed else b""
             finally:
                 await response.aclose()
     except (TimeoutError, httpx.TimeoutException):
