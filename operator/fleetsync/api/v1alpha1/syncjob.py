@@ -227,7 +227,13 @@ class WorkerPod(Model):
 class SyncJobSpec(Model):
     fleet: Fleet
     source: Source
-    sink: Sink | None = Field(None, description="Default: SQLite fleetsync.db, table <kind>s.")
+    sink: Sink | None = Field(
+        None,
+        description="Where records go: exactly one of sqlite, dynamodb, postgres. Optional: "
+        "without it `fleetsync run` writes SQLite fleetsync.db next to the manifest, table "
+        "<kind>s, and `fleetsync validate` and `run` say so. In a cluster set it: a pod's "
+        "SQLite file goes with the pod.",
+    )
     write: Write = Field(default_factory=Write)
     sharding: Sharding = Field(default_factory=Sharding)
     deadline_seconds: int | None = Field(None, ge=1, le=7 * 86400)
