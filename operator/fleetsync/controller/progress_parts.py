@@ -20,7 +20,7 @@ old single ConfigMap made 2 MB, and final reports then got 503 (issue 14, item 9
   ``<run>-progress-<i>``. A shard always lives in the same part, and parts are written
   before part 0: whatever write is interrupted, each shard's entry is whole (one of its
   snapshots), so a restart resumes every shard; run-wide totals of retired pods may lag.
-  At the schema's maximum (1,000 shards) that is ten ConfigMaps of at most ~0.75 MiB
+  At the schema's maximum (1,000 shards) that is ten ConfigMaps of at most ~0.85 MiB
   (``tests/unit/test_progress_size.py`` builds the worst case).
 
 The stored shape is :meth:`RunProgress.snapshot`'s, so :meth:`RunProgress.restore` reads
