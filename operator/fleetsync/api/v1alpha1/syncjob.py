@@ -13,6 +13,7 @@ from typing import Literal, Self
 from pydantic import Field, JsonValue, field_validator, model_validator
 from pydantic.config import JsonDict
 
+from fleetsync.api.constants import MAX_SHARDS
 from fleetsync.api.durations import parse_duration
 from fleetsync.api.v1alpha1._base import Model
 from fleetsync.api.v1alpha1._rules import (
@@ -172,7 +173,6 @@ class Write(Model):
 # Every shard's last report is kept in the run's progress ConfigMaps (of 1 MiB each, in
 # parts of 100 shards): 1,000 keeps that at most ten objects; auto plans at most 256, and
 # more pods than maxParallelism's 1,000 never run at once (issue 14, item 9).
-MAX_SHARDS = 1000
 _COUNT_OR_AUTO: JsonDict = {
     "x-kubernetes-validations": [
         {
