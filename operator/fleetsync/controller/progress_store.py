@@ -21,6 +21,7 @@ from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 from fleetsync.controller.build import build_config_map, progress_config_map_name
 from fleetsync.controller.cache import Key
 from fleetsync.controller.kube import Kube
+from fleetsync.controller.objects import SyncJobObject
 from fleetsync.controller.plan import RunPlan
 from fleetsync.controller.progress_parts import join_parts, part_count, split_parts
 from fleetsync.coordination.progress import RunProgress
@@ -62,7 +63,7 @@ class ProgressStore:
     def __init__(
         self,
         kube: Kube,
-        syncjob: Callable[[Key], dict[str, Any] | None],
+        syncjob: Callable[[Key], SyncJobObject | None],
         *,
         interval: float,
     ) -> None:
