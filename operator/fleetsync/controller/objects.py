@@ -29,6 +29,8 @@ __all__ = [
     "SyncJobObject",
     "SyncScheduleObject",
     "TokenReview",
+    "TokenReviewStatus",
+    "TokenReviewUser",
 ]
 
 
