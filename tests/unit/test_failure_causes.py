@@ -26,7 +26,7 @@ from fleetsync.controller.observe import Observation, phase_event
 from fleetsync.coordination.phase import final_phase, too_many_failures
 from fleetsync.coordination.progress import RunProgress
 from fleetsync.local.summary import RunSummary
-from fleetsync.worker.fetch import EXCERPT_CHARS, error_excerpt
+from fleetsync.worker.failure_text import EXCERPT_CHARS, error_excerpt
 
 # Credentials as vendors issue them: tokens, keys, base64.
 TOKENS = st.text(

@@ -20,21 +20,14 @@ can inflate past 64 KiB) until ``maxResponseBytes``: past it the item fails with
 :class:`~fleetsync.errors.VendorError` (retryable). Both clients map their errors the same
 way, and never quote an exception's text (a header-encoding error quotes the header).
 
-A failure explains itself (issue 13): an error answer carries its status and the first 200
-characters of its body (of at most 4 KiB read), with every header value the request sent
-redacted (:func:`~fleetsync.worker.secrets.redact`: a vendor echoing the request back must
-not put a credential into a dead letter); a transport failure says what happened in words
-(``connection refused (host:port)``, ``timeout after 10 s``), never a client's class name.
+A failure explains itself (issue 13): what an error answer or a transport failure says in
+a dead letter is :mod:`fleetsync.worker.failure_text`. OAuth2 tokens:
+:mod:`fleetsync.worker.oauth2`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-import re
-import socket
-import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -46,8 +39,14 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from fleetsync.errors import HostNotAllowedError, PayloadError, ThrottledError, VendorError
+from fleetsync.worker.failure_text import (
+    EXCERPT_BYTES,
+    error_excerpt,
+    secrets_of,
+    timeout_text,
+    transport_failure,
+)
 from fleetsync.worker.retry import parse_retry_after
-from fleetsync.worker.secrets import SecretValue, redact
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -55,20 +54,13 @@ __all__ = [
     "BodyTooLarge",
     "FetchResult",
     "Fetcher",
-    "OAuth2Tokens",
-    "error_excerpt",
     "send_bounded",
-    "transport_failure",
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _INFLATE_STEP = 64 * 1024
-_TOKEN_MAX_BYTES = 64 * 1024
 # Only what _Inflater can inflate in bounded steps.
 _ACCEPT_ENCODING = {"Accept-Encoding": "gzip, deflate"}
-EXCERPT_CHARS = 200  # of an error answer's body, in its item's dead letter
-_EXCERPT_BYTES = 4096  # read of an error answer's body, at most
-_SPACE = re.compile(r"\s+")
 
 
 class AllowedHosts:
@@ -196,7 +188,7 @@ async def _inflate_bounded(chunks: AsyncIterator[bytes], encoding: str, limit: i
 
 
 async def _read_excerpt(chunks: AsyncIterator[bytes], encoding: str) -> bytes:
-    """The first :data:`_EXCERPT_BYTES` of an error answer's body; what could be read of it
+    """The first :data:`EXCERPT_BYTES` of an error answer's body; what could be read of it
     (an excerpt is a courtesy: a body that cannot be read or decoded gives b"")."""
     parts: list[bytes] = []
     size = 0
@@ -206,76 +198,11 @@ async def _read_excerpt(chunks: AsyncIterator[bytes], encoding: str) -> bytes:
             for piece in inflater.feed(chunk):
                 parts.append(piece)
                 size += len(piece)
-                if size >= _EXCERPT_BYTES:
-                    return b"".join(parts)[: _EXCERPT_BYTES + 1]
+                if size >= EXCERPT_BYTES:
+                    return b"".join(parts)[: EXCERPT_BYTES + 1]
     except (PayloadError, aiohttp.ClientError, httpx.HTTPError):
         pass
     return b"".join(parts)
-
-
-def error_excerpt(body: bytes, secrets: Iterable[str]) -> str:
-    """At most :data:`EXCERPT_CHARS` characters of an error answer's ``body`` for a dead
-    letter: one line, with every one of ``secrets`` (what the request sent) redacted."""
-    cut = len(body) > _EXCERPT_BYTES
-    text = body[:_EXCERPT_BYTES].decode("utf-8", "replace")
-    values = list(secrets)
-    text = redact(text, values, cut=cut)
-    # Again once whitespace is folded: "Bearer   t" must not become a credential.
-    text = redact(_SPACE.sub(" ", text).strip(), values)
-    if len(text) > EXCERPT_CHARS:
-        text = text[: EXCERPT_CHARS - 1] + "\N{HORIZONTAL ELLIPSIS}"
-    return text
-
-
-def _secrets_of(headers: Mapping[str, str]) -> list[str]:
-    """What of a request could be a credential: each header value, and each value's part
-    after a scheme (``Bearer <token>``)."""
-    found: list[str] = []
-    for name, value in headers.items():
-        if name.lower() == "accept-encoding":
-            continue
-        found.append(value)
-        credential = value.partition(" ")[2]
-        if credential.strip():
-            found.append(credential.strip())
-    return found
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and what caused it (a client wraps the OSError that says what happened)."""
-    current: BaseException | None = error
-    for _ in range(8):  # a cycle of causes is possible; eight is deeper than any client
-        if current is None:
-            return
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def transport_failure(error: BaseException, url: str) -> str:
-    """A transport failure in words a user acts on, never a client library's class name."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    where = f"{host}:{parts.port}" if parts.port else host
-    for cause in _chain(error):
-        if isinstance(cause, ConnectionRefusedError):
-            return f"connection refused ({where})"
-        if isinstance(cause, aiohttp.ClientConnectorDNSError | socket.gaierror):
-            return f"DNS lookup failed for {host}"
-        if isinstance(cause, aiohttp.ClientConnectorCertificateError | ssl.SSLError):
-            return f"TLS handshake failed ({where})"
-        if isinstance(cause, ConnectionResetError | aiohttp.ServerDisconnectedError):
-            return f"connection closed by the vendor before it answered ({where})"
-        if isinstance(cause, httpx.ConnectError) and "refused" in str(cause).lower():
-            return f"connection refused ({where})"
-        if isinstance(cause, httpx.RemoteProtocolError):
-            if "disconnected" in str(cause).lower():
-                return f"connection closed by the vendor before it answered ({where})"
-            return "malformed response (not valid HTTP)"
-    return f"connection failed ({where})"
-
-
-def _timeout(seconds: float) -> str:
-    return f"timeout after {seconds:g} s without a complete response"
 
 
 async def _send_aiohttp(
@@ -301,7 +228,7 @@ async def _send_aiohttp(
                 body = await _read_excerpt(response.content.iter_any(), encoding)
             return status, response.headers.get("retry-after"), body
     except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
-        raise VendorError(_timeout(seconds), status=None) from None
+        raise VendorError(timeout_text(seconds), status=None) from None
     except (ValueError, aiohttp.NonHttpUrlClientError) as error:  # or a header it cannot send
         raise PayloadError(f"request not sent: {type(error).__name__}") from None
     except aiohttp.ClientConnectionError as error:
@@ -337,14 +264,14 @@ async def send_bounded(
                 elif read_body is not None:
                     body = b""
                 elif response.is_stream_consumed:  # built in memory (httpx.MockTransport)
-                    body = response.content[: _EXCERPT_BYTES + 1]
+                    body = response.content[: EXCERPT_BYTES + 1]
                 else:
                     encoding = response.headers.get("content-encoding", "")
                     body = await _read_excerpt(response.aiter_raw(), encoding)
             finally:
                 await response.aclose()
     except (TimeoutError, httpx.TimeoutException):
-        raise VendorError(_timeout(seconds), status=None) from None
+        raise VendorError(timeout_text(seconds), status=None) from None
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as error:
         # Only the type: header-encoding errors quote the header, which may be a credential.
         raise PayloadError(f"request not sent: {type(error).__name__}") from None
@@ -438,7 +365,7 @@ class Fetcher:
             )
         if status < 400:
             return FetchResult(status=status, body=body, latency=latency)
-        excerpt = error_excerpt(body, _secrets_of(headers))
+        excerpt = error_excerpt(body, secrets_of(headers))
         said = f"HTTP {status}" + (" Unauthorized" if status == 401 else "")
         said += f": {excerpt}" if excerpt else ""
         if status >= 500 or status == 401:
@@ -456,73 +383,3 @@ class Fetcher:
             self.client, request, limit=self.max_response_bytes, seconds=self.timeout_seconds
         )
         return response.status_code, response.headers.get("retry-after"), body
-
-
-class OAuth2Tokens:
-    """Client-credentials tokens, cached until shortly before they expire, refreshed after a 401.
-
-    One refresh at a time per token URL: a burst of 401s triggers one token request, not one
-    per in-flight item. Tokens are never logged or included in errors.
-    """
-
-    def __init__(
-        self,
-        fetcher: Fetcher,
-        *,
-        token_url: str,
-        client_id: SecretValue,
-        client_secret: SecretValue,
-        scopes: list[str],
-    ) -> None:
-        self._fetcher = fetcher
-        self._url = token_url
-        self._id = client_id
-        self._secret = client_secret
-        self._scopes = scopes
-        self._token: SecretValue | None = None
-        self._expires = 0.0
-        self._lock = asyncio.Lock()
-        self.requests = 0
-
-    async def token(self, *, stale: SecretValue | None = None) -> SecretValue:
-        async with self._lock:
-            fresh = self._token is not None and time.monotonic() < self._expires
-            if fresh and (stale is None or stale is not self._token):
-                assert self._token is not None
-                return self._token
-            self._fetcher.allowed.check(self._url)
-            data = {"grant_type": "client_credentials"}
-            if self._scopes:
-                data["scope"] = " ".join(self._scopes)
-            self.requests += 1
-            client = self._fetcher.client
-            try:
-                response, raw = await send_bounded(
-                    client,
-                    client.build_request("POST", self._url, data=data),
-                    limit=_TOKEN_MAX_BYTES,
-                    seconds=self._fetcher.timeout_seconds,
-                    read_body=True,
-                    auth=(self._id.reveal(), self._secret.reveal()),
-                )
-            except PayloadError as error:
-                raise VendorError(f"token request failed: {error}") from None
-            except VendorError as error:
-                raise VendorError(f"token request failed: {error}", status=error.status) from None
-            if response.status_code != 200:
-                raise VendorError(f"token request answered HTTP {response.status_code}")
-            try:
-                body = json.loads(raw)
-                token, expires_in = str(body["access_token"]), float(body.get("expires_in", 300))
-                if not math.isfinite(expires_in):
-                    raise ValueError("expires_in is not finite")
-            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-                raise VendorError("token response is not an OAuth2 token") from None
-            self._token = SecretValue(token)
-            # Refresh a little early so a request never leaves with a token about to lapse.
-            self._expires = time.monotonic() + max(1.0, expires_in * 0.9 - 5)
-            return self._token
-
-    def invalidate(self, token: SecretValue) -> None:
-        if token is self._token:
-            self._expires = 0.0
