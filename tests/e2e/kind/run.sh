@@ -13,7 +13,8 @@
 #      charts/fleetsync (controller and workers from the loaded image), start the simulator,
 #      PostgreSQL and moto on the host's address on the kind network, and run the same tests
 #      (run.sh's arguments or PYTEST_ARGS, e.g. `-k NAME`, narrow them)
-#   6. the examples applied as a user would (examples.sh), the simulator from examples/simulator/
+#   6. the examples applied as a user would (examples.sh), the simulator and PostgreSQL from
+#      examples/simulator/ (PostgreSQL: a local stand-in for postgres:15-bookworm, postgres.sh)
 #   7. the cluster deleted (KEEP_CLUSTER=1 keeps it for debugging)
 #
 # Everything slow is cached under ${FLEETSYNC_CACHE:-~/.cache/fleetsync} or kept as tagged
@@ -97,6 +98,7 @@ DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE_IMAGE=$base_image" -t "$imag
 kind_base=$(KIND_MODULE=$kind_module CRICTL="${tools[1]}/crictl" PAUSE_IMAGE=$pause_image \
   bash "$images/kind-base.sh" | tail -1)
 components=$(bash "$images/components.sh" "$k8s_bin" "$cp_bin/etcd" "${tools[0]}/coredns" | tail -1)
+postgres_image=$(bash "$images/postgres.sh" | tail -1)   # examples/simulator/'s PostgreSQL
 node_image=${KIND_NODE_IMAGE:-$(bash "$images/node.sh" "$kind_base" "$k8s_bin" "$components" | tail -1)}
 
 # kind resolves extraMounts against its working directory; make the CNI config's absolute.
@@ -135,8 +137,8 @@ done
 # The examples name the image a release pushes (the chart's repository and appVersion).
 release_image="ghcr.io/fleetsync/fleetsync:$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/fleetsync/Chart.yaml)"
 docker tag "$image" "$release_image"
-phase "loading $image and $release_image into $name"
-kind load docker-image "$image" "$release_image" --name "$name"
+phase "loading $image, $release_image and $postgres_image into $name"
+kind load docker-image "$image" "$release_image" "$postgres_image" --name "$name"
 
 # The host's address on the kind network (its gateway): where pods reach the test servers.
 host=${FLEETSYNC_E2E_HOST:-$(docker network inspect kind \
