@@ -65,11 +65,15 @@ e2e-chart:
 # KIND_TESTS: the tests of tests/e2e/test_operator.py run on kind (what only a real kubelet,
 # runtime and cluster DNS show, issue 18 item 3): 2,000 items over 4 shards reporting through
 # the chart's Service by DNS name; a worker pod deleted mid-run (the kubelet's SIGTERM, exit
-# 75) replaced and resuming; the controller pod killed twice. `make e2e-kind KIND_TESTS=`
-# runs the whole file; PYTEST_ARGS narrows further (e.g. PYTEST_ARGS='-k sigterm').
+# 75) replaced and resuming; the controller pod killed twice; a pod the kubelet cannot start
+# (CreateContainerConfigError); a namespace deleted under a running SyncJob (the kubelet
+# terminating its pods). `make e2e-kind KIND_TESTS=` runs the whole file; PYTEST_ARGS narrows
+# further (e.g. PYTEST_ARGS='-k sigterm').
 KIND_TESTS ?= test_a_syncjob_syncs_every_item_and_shows_fresh_progress \
   test_a_worker_sent_sigterm_is_replaced_and_the_shard_resumes \
-  test_the_controller_killed_twice_loses_nothing
+  test_the_controller_killed_twice_loses_nothing \
+  test_a_pod_that_cannot_start_stalls_the_run_naming_the_secret \
+  test_deleting_a_namespace_with_a_running_syncjob_completes
 e2e-kind:           ## the e2e suite's kind tests and the examples on a kind cluster
 	KIND_TESTS='$(KIND_TESTS)' PYTEST_ARGS='$(PYTEST_ARGS)' bash tests/e2e/kind/run.sh
 
