@@ -174,9 +174,11 @@ def check_dead_letters(run: BlockRun, dsn: str) -> None:
     letters = [json.loads(line) for line in listing.stdout.splitlines()]
     assert len(letters) == number(find(r"([\d,]+) JSON lines", listing.command.comment)[1])
     assert len(letters) == number(find(r"([\d,]+) dead letters", cells[1])[1])
-    assert all(set(letter) == {"key", "attempts", "reason"} for letter in letters)
+    assert all(set(letter) == {"key", "attempts", "cause", "reason"} for letter in letters)
     items = summary(second)["items"]
     assert items["synced"] == number(find(r"^([\d,]+) writes", cells[2])[1])
+    assert items["stale"] == number(find(r"([\d,]+) older measurements stale", cells[2])[1])
+    assert items["unchanged"] == number(find(r"([\d,]+) unchanged", cells[2])[1])
     assert items["failed"] == number(find(r"same ([\d,]+) fail", second.command.comment)[1])
     (retry,) = matching(run, f"fleetsync retry-failed {manifest}")
     recovered = find(r"(\d+ of \d+ dead letters) recovered", retry.command.comment)[1]

@@ -21,6 +21,7 @@ from fleetsync.api.progress import CheckpointWire, ReplyWire, ReportWire
 from fleetsync.api.v1alpha1 import SyncJobSpec
 from fleetsync.coordination.protocol import Coordinator, NoCoordinator
 from fleetsync.coordination.timing import LeaseTiming
+from fleetsync.sinks.base import Record
 from fleetsync.worker.checkpoint import CheckpointTracker
 from fleetsync.worker.engine import EngineResult, ShardEngine, ShardPlan
 from fleetsync.worker.fetch import Fetcher
@@ -378,3 +379,25 @@ async def test_random_sink_fault_schedules_never_lose_or_double_count(seed: int)
         k for (_, k), letter in sink.letters.items() if "injected outage" in letter.reason
     }
     assert failed == sink.poison | sink.fail_keys | outage_letters
+
+
+@pytest.mark.parametrize(
+    ("stored", "written"),
+    [(10**9, 0), (-1, 20), (None, 20)],  # the stored one newer; older; none kept
+)
+async def test_an_item_older_than_the_stored_monotonic_value_is_stale_without_a_write(
+    stored: object, written: int
+) -> None:
+    # A second run of seed 002's measurements: the stored row holds a newer measurement, so
+    # the older ones are counted stale by the engine and never sent to the sink.
+    spec = make_spec(20, skipUnchanged=True, monotonicOn="power")
+    sink = MemorySink(monotonic=True)
+    for i in range(20):
+        sink.rows[f"p-{i}"] = Record(
+            f"p-{i}", {"power": stored}, {}, "old-hash", 1.0, monotonic_value=stored
+        )  # type: ignore[arg-type]
+    engine, result = await run_engine(spec, sink)
+    assert result.state == "done"
+    counts = assert_books(engine, sink, 20)
+    assert counts.get("stale", 0) == 20 - written and counts.get("synced", 0) == written
+    assert sum(len(b) for b in sink.batches) == written

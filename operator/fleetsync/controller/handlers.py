@@ -15,6 +15,7 @@ import kopf
 
 from fleetsync.api.constants import GROUP, VERSION
 from fleetsync.controller.build import MANAGED_BY
+from fleetsync.controller.kube import credentials
 from fleetsync.controller.runtime import Controller
 from fleetsync.controller.server import ReportServer
 
@@ -26,8 +27,9 @@ def build_registry(controller: Controller, server: ReportServer, listen: tuple[s
     managed = {"app.kubernetes.io/managed-by": MANAGED_BY["app.kubernetes.io/managed-by"]}
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> Any:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # One auth stack: the watches use the credentials the writes were configured with.
+        return kopf.ConnectionInfo(**credentials(controller.kube.api.configuration))
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:

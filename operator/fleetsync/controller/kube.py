@@ -18,7 +18,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from fleetsync.api.constants import GROUP, VERSION
 
-__all__ = ["ApiException", "Kube", "connect", "is_namespace_terminating"]
+__all__ = ["ApiException", "Kube", "connect", "credentials", "is_namespace_terminating"]
 
 MERGE = "application/merge-patch+json"
 
@@ -44,6 +44,30 @@ async def connect(kubeconfig: str | None) -> client.ApiClient:
     except config.ConfigException:
         await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     return client.ApiClient(configuration)
+
+
+def credentials(configuration: client.Configuration) -> dict[str, Any]:
+    """What kopf's watches log in with, taken from the one configuration ``connect`` loaded,
+    so the watches and the writes always reach the same cluster as the same identity (kopf's
+    own kubeconfig login reads only ``KUBECONFIG``, never ``--kubeconfig``, and no exec
+    plugins). In a pod the token file is read again first: bound tokens rotate, and kopf
+    calls its login again when the API server answers 401."""
+    refresh = getattr(configuration, "refresh_api_key_hook", None)
+    if refresh is not None:
+        refresh(configuration)
+    token = (configuration.api_key or {}).get("BearerToken") or None
+    if token is not None and token.lower().startswith("bearer "):
+        token = token[len("bearer ") :]
+    return {
+        "server": configuration.host,
+        "ca_path": configuration.ssl_ca_cert or None,
+        "insecure": not configuration.verify_ssl,
+        "token": token,
+        "certificate_path": configuration.cert_file or None,
+        "private_key_path": configuration.key_file or None,
+        "username": configuration.username or None,
+        "password": configuration.password or None,
+    }
 
 
 async def _json(response: Any) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from fleetsync.controller.observe import (
     build_status,
     observe,
     parse_time,
+    phase_event,
     pod_problem,
     stuck_creating,
 )
@@ -111,7 +112,11 @@ class SyncJobReconciler:
             return
         await self._ensure_job(key, body, state, job, now)
         observation = observe(
-            state.spec, job, state.progress.items(), stuck=await self._stuck(key, pods, now)
+            state.spec,
+            job,
+            state.progress.items(),
+            stuck=await self._stuck(key, pods, now),
+            shard_error=state.progress.last_error(),
         )
         # A terminal run: reports may still be in flight; the Job's completion means every
         # shard is done, so write now.
@@ -285,13 +290,8 @@ class SyncJobReconciler:
         """Events for a phase change and for each vendor's breaker opening or closing."""
         if state.phase != observation.phase:
             log.info("run %s/%s: %s (%s)", key[0], key[1], observation.phase, observation.reason)
-            await self.kube.event(
-                body,
-                "SyncJob",
-                observation.reason,
-                f"{observation.phase}: {observation.message}",
-                warning=observation.phase is Phase.FAILED,
-            )
+            message, warning = phase_event(observation, new)
+            await self.kube.event(body, "SyncJob", observation.reason, message, warning=warning)
             state.phase = observation.phase
         for vendor in new.get("vendors") or []:
             before = state.breakers.get(vendor["name"], "Closed")

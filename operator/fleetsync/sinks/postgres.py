@@ -28,7 +28,7 @@ import psycopg
 from psycopg import pq, sql
 from psycopg.types.json import Jsonb
 
-from fleetsync.errors import SinkError
+from fleetsync.errors import ManifestError, SinkError
 from fleetsync.sinks.base import DeadLetter, JSONValue, Record, RecordState, SinkCost, WriteResult
 from fleetsync.sinks.merge import merge_batch
 from fleetsync.sinks.postgres_dsn import DsnRedactor, redact_dsn
@@ -195,7 +195,7 @@ class PostgresSink:
             async with self._in_use:
                 await self._connect()
         except psycopg.Error as error:
-            raise SinkError(f"postgres: cannot connect: {self._cause(error)}") from None
+            raise _connect_failure(self._cause(error)) from None
         await self._locked(
             "create tables", table_statements(self.table, self.conflict_key, self.column_types)
         )
@@ -397,3 +397,22 @@ class PostgresSink:
                 [run, no_nul(list(keys))],
                 "clear dead letters",
             )
+
+
+# What a refused login says: the DSN (user, password, database) is wrong, not the network.
+_LOGIN_REFUSED = ("password authentication failed", "no password supplied", "does not exist")
+
+
+def _connect_failure(cause: str) -> ManifestError | SinkError:
+    """A failed first connection: a login refused is configuration (exit 64), anything
+    else (nothing listening, a timeout) is infrastructure that may recover (exit 75)."""
+    if any(text in cause for text in _LOGIN_REFUSED):
+        return ManifestError(
+            [("spec.sink.postgres.dsnSecretRef", f"PostgreSQL refused the login: {cause}")],
+            hint="fix the user, password or database in the DSN the Secret holds",
+        )
+    return SinkError(
+        f"postgres: cannot connect: {cause}",
+        field="spec.sink.postgres",
+        hint="is PostgreSQL running and reachable from here? Run again to resume",
+    )

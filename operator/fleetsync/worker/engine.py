@@ -312,6 +312,11 @@ class ShardEngine:
             order_value=_orderable(attributes, pending.item, order_by),
             monotonic_value=_orderable(attributes, pending.item, monotonic),
         )
+        stored = pending.state.monotonic_value if pending.state is not None else None
+        if _older(record.monotonic_value, stored):
+            # The sink's monotonic guard would refuse it anyway: count it stale, write nothing.
+            self.books.finish(pending.index, ItemOutcome.STALE)
+            return
         await self.writer.add(Entry(pending, record, attempts=outcome.attempts))
 
     def _crashed(self, pending: Pending, error: BaseException) -> None:
@@ -365,6 +370,7 @@ class ShardEngine:
             vendor_calls=self.vendor_calls,
             failed_sample=list(self.books.failed_sample),
             error=self._error,
+            causes=self.books.causes,
         )
         return shard_report(
             self.plan,
@@ -391,3 +397,15 @@ def _orderable(
     if isinstance(value, int | float | str):
         return value
     return str(value)
+
+
+def _older(value: str | float | int | None, stored: str | float | int | None) -> bool:
+    """Whether ``value`` is certainly older than the stored ``monotonicOn`` value: both
+    numbers or both text, strictly less. Anything else is left to the sink's own guard."""
+    if value is None or stored is None:
+        return False
+    if isinstance(value, str) and isinstance(stored, str):
+        return value < stored
+    if isinstance(value, int | float) and isinstance(stored, int | float):
+        return value < stored
+    return False

@@ -19,6 +19,12 @@ can inflate past 64 KiB) until ``maxResponseBytes``: past it the item fails with
 :class:`~fleetsync.errors.PayloadError` (permanent), past the deadline with a timeout
 :class:`~fleetsync.errors.VendorError` (retryable). Both clients map their errors the same
 way, and never quote an exception's text (a header-encoding error quotes the header).
+
+A failure explains itself (issue 13): an error answer carries its status and the first 200
+characters of its body (of at most 4 KiB read), with every header value the request sent
+redacted (:func:`~fleetsync.worker.secrets.redact`: a vendor echoing the request back must
+not put a credential into a dead letter); a transport failure says what happened in words
+(``connection refused (host:port)``, ``timeout after 10 s``), never a client's class name.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
+import socket
+import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -38,7 +47,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from fleetsync.errors import HostNotAllowedError, PayloadError, ThrottledError, VendorError
 from fleetsync.worker.retry import parse_retry_after
-from fleetsync.worker.secrets import SecretValue
+from fleetsync.worker.secrets import SecretValue, redact
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -47,7 +56,9 @@ __all__ = [
     "FetchResult",
     "Fetcher",
     "OAuth2Tokens",
+    "error_excerpt",
     "send_bounded",
+    "transport_failure",
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -55,6 +66,9 @@ _INFLATE_STEP = 64 * 1024
 _TOKEN_MAX_BYTES = 64 * 1024
 # Only what _Inflater can inflate in bounded steps.
 _ACCEPT_ENCODING = {"Accept-Encoding": "gzip, deflate"}
+EXCERPT_CHARS = 200  # of an error answer's body, in its item's dead letter
+_EXCERPT_BYTES = 4096  # read of an error answer's body, at most
+_SPACE = re.compile(r"\s+")
 
 
 class AllowedHosts:
@@ -181,6 +195,89 @@ async def _inflate_bounded(chunks: AsyncIterator[bytes], encoding: str, limit: i
     return b"".join(parts)
 
 
+async def _read_excerpt(chunks: AsyncIterator[bytes], encoding: str) -> bytes:
+    """The first :data:`_EXCERPT_BYTES` of an error answer's body; what could be read of it
+    (an excerpt is a courtesy: a body that cannot be read or decoded gives b"")."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        inflater = _Inflater(encoding)
+        async for chunk in chunks:
+            for piece in inflater.feed(chunk):
+                parts.append(piece)
+                size += len(piece)
+                if size >= _EXCERPT_BYTES:
+                    return b"".join(parts)[: _EXCERPT_BYTES + 1]
+    except (PayloadError, aiohttp.ClientError, httpx.HTTPError):
+        pass
+    return b"".join(parts)
+
+
+def error_excerpt(body: bytes, secrets: Iterable[str]) -> str:
+    """At most :data:`EXCERPT_CHARS` characters of an error answer's ``body`` for a dead
+    letter: one line, with every one of ``secrets`` (what the request sent) redacted."""
+    cut = len(body) > _EXCERPT_BYTES
+    text = body[:_EXCERPT_BYTES].decode("utf-8", "replace")
+    values = list(secrets)
+    text = redact(text, values, cut=cut)
+    # Again once whitespace is folded: "Bearer   t" must not become a credential.
+    text = redact(_SPACE.sub(" ", text).strip(), values)
+    if len(text) > EXCERPT_CHARS:
+        text = text[: EXCERPT_CHARS - 1] + "\N{HORIZONTAL ELLIPSIS}"
+    return text
+
+
+def _secrets_of(headers: Mapping[str, str]) -> list[str]:
+    """What of a request could be a credential: each header value, and each value's part
+    after a scheme (``Bearer <token>``)."""
+    found: list[str] = []
+    for name, value in headers.items():
+        if name.lower() == "accept-encoding":
+            continue
+        found.append(value)
+        credential = value.partition(" ")[2]
+        if credential.strip():
+            found.append(credential.strip())
+    return found
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what caused it (a client wraps the OSError that says what happened)."""
+    current: BaseException | None = error
+    for _ in range(8):  # a cycle of causes is possible; eight is deeper than any client
+        if current is None:
+            return
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def transport_failure(error: BaseException, url: str) -> str:
+    """A transport failure in words a user acts on, never a client library's class name."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    where = f"{host}:{parts.port}" if parts.port else host
+    for cause in _chain(error):
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection refused ({where})"
+        if isinstance(cause, aiohttp.ClientConnectorDNSError | socket.gaierror):
+            return f"DNS lookup failed for {host}"
+        if isinstance(cause, aiohttp.ClientConnectorCertificateError | ssl.SSLError):
+            return f"TLS handshake failed ({where})"
+        if isinstance(cause, ConnectionResetError | aiohttp.ServerDisconnectedError):
+            return f"connection closed by the vendor before it answered ({where})"
+        if isinstance(cause, httpx.ConnectError) and "refused" in str(cause).lower():
+            return f"connection refused ({where})"
+        if isinstance(cause, httpx.RemoteProtocolError):
+            if "disconnected" in str(cause).lower():
+                return f"connection closed by the vendor before it answered ({where})"
+            return "malformed response (not valid HTTP)"
+    return f"connection failed ({where})"
+
+
+def _timeout(seconds: float) -> str:
+    return f"timeout after {seconds:g} s without a complete response"
+
+
 async def _send_aiohttp(
     session: aiohttp.ClientSession,
     method: str,
@@ -197,17 +294,20 @@ async def _send_aiohttp(
             session.request(method, url, headers=headers, allow_redirects=False) as response,
         ):
             status = response.status
-            body = await _read_aiohttp(response, limit) if 200 <= status < 300 else b""
+            if 200 <= status < 300:
+                body = await _read_aiohttp(response, limit)
+            else:
+                encoding = response.headers.get("content-encoding", "")
+                body = await _read_excerpt(response.content.iter_any(), encoding)
             return status, response.headers.get("retry-after"), body
-    except TimeoutError as error:  # aiohttp's own timeouts are TimeoutErrors too
-        reason = f"no complete response within {seconds:g}s"
-        raise VendorError(f"timeout: {reason} ({type(error).__name__})", status=None) from None
+    except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
+        raise VendorError(_timeout(seconds), status=None) from None
     except (ValueError, aiohttp.NonHttpUrlClientError) as error:  # or a header it cannot send
         raise PayloadError(f"request not sent: {type(error).__name__}") from None
     except aiohttp.ClientConnectionError as error:
-        raise VendorError(f"connection failed: {type(error).__name__}", status=-1) from None
-    except aiohttp.ClientError as error:  # a malformed status line, headers or body
-        raise VendorError(f"malformed response: {type(error).__name__}", status=-1) from None
+        raise VendorError(transport_failure(error, url), status=-1) from None
+    except aiohttp.ClientError:  # a malformed status line, headers or body
+        raise VendorError("malformed response (not valid HTTP)", status=-1) from None
 
 
 async def send_bounded(
@@ -221,7 +321,8 @@ async def send_bounded(
 ) -> tuple[httpx.Response, bytes]:
     """Send ``request`` and read its body, all within ``seconds`` and ``limit`` bytes.
 
-    The body is read only for 2xx answers unless ``read_body`` says otherwise. Raises
+    The body is read only for 2xx answers unless ``read_body`` says otherwise (an error
+    answer's first 4 KiB are read when ``read_body`` is None, for its excerpt). Raises
     VendorError (status None) on the deadline, VendorError (status -1) on a transport
     failure, BodyTooLarge / PayloadError on a body too large or undecodable."""
     try:
@@ -231,19 +332,28 @@ async def send_bounded(
             )
             try:
                 wanted = read_body if read_body is not None else response.is_success
-                body = await read_bounded(response, limit) if wanted else b""
+                if wanted:
+                    body = await read_bounded(response, limit)
+                elif read_body is not None:
+                    body = b""
+                elif response.is_stream_consumed:  # built in memory (httpx.MockTransport)
+                    body = response.content[: _EXCERPT_BYTES + 1]
+                else:
+                    encoding = response.headers.get("content-encoding", "")
+                    body = await _read_excerpt(response.aiter_raw(), encoding)
             finally:
                 await response.aclose()
-    except (TimeoutError, httpx.TimeoutException) as error:
-        reason = f"no complete response within {seconds:g}s"
-        raise VendorError(f"timeout: {reason} ({type(error).__name__})", status=None) from None
+    except (TimeoutError, httpx.TimeoutException):
+        raise VendorError(_timeout(seconds), status=None) from None
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as error:
         # Only the type: header-encoding errors quote the header, which may be a credential.
         raise PayloadError(f"request not sent: {type(error).__name__}") from None
     except httpx.TransportError as error:
-        raise VendorError(f"connection failed: {type(error).__name__}", status=-1) from None
-    except aiohttp.ClientError as error:  # a malformed answer httpx-aiohttp does not map
-        raise VendorError(f"malformed response: {type(error).__name__}", status=-1) from None
+        raise VendorError(transport_failure(error, str(request.url)), status=-1) from None
+    except aiohttp.ClientConnectionError as error:
+        raise VendorError(transport_failure(error, str(request.url)), status=-1) from None
+    except aiohttp.ClientError:  # a malformed answer httpx-aiohttp does not map
+        raise VendorError("malformed response (not valid HTTP)", status=-1) from None
     return response, body
 
 
@@ -326,13 +436,14 @@ class Fetcher:
             raise ThrottledError(
                 "HTTP 429 Too Many Requests", retry_after=parse_retry_after(retry_after, now=when)
             )
-        if status >= 500:
-            raise VendorError(f"HTTP {status}", status=status)
-        if status == 401:
-            raise VendorError("HTTP 401 Unauthorized", status=401)
-        if status >= 400:
-            raise PayloadError(f"HTTP {status} from vendor")
-        return FetchResult(status=status, body=body, latency=latency)
+        if status < 400:
+            return FetchResult(status=status, body=body, latency=latency)
+        excerpt = error_excerpt(body, _secrets_of(headers))
+        said = f"HTTP {status}" + (" Unauthorized" if status == 401 else "")
+        said += f": {excerpt}" if excerpt else ""
+        if status >= 500 or status == 401:
+            raise VendorError(said, status=status)
+        raise PayloadError(said)
 
     async def _send_httpx(
         self, method: str, url: str, headers: Mapping[str, str]

@@ -21,15 +21,16 @@ import contextlib
 import csv
 import hashlib
 import json
-import math
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import cast
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from pydantic import JsonValue
 
+from fleetsync.api.v1alpha1._rules import loads_finite
 from fleetsync.api.v1alpha1.syncjob import FileInventory, HttpInventory, Inventory
 from fleetsync.errors import ManifestError, PayloadError, VendorError
 from fleetsync.worker.fetch import AllowedHosts, BodyTooLarge, send_bounded
@@ -62,30 +63,17 @@ def _utf8_lines(handle: Iterable[bytes], where: str) -> Iterator[str]:
         yield line
 
 
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number (NaN and Infinity are refused)")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:20]} overflows a double (Infinity is refused)")
-    return value
-
-
 def parse_json(text: str | bytes, where: str) -> JsonValue:
     """Strict JSON (no NaN/Infinity, bounded nesting); ManifestError naming ``where``."""
     try:
-        value: JsonValue = json.loads(
-            text, parse_constant=_refuse_constant, parse_float=_finite_float
-        )
+        value = cast(JsonValue, loads_finite(text))
     except json.JSONDecodeError as error:
         raise ManifestError([(where, f"is not JSON: {error.msg} at line {error.lineno}")]) from None
     except UnicodeDecodeError as error:
         raise ManifestError([(where, f"is not UTF-8: byte offset {error.start}")]) from None
     except RecursionError:
         raise ManifestError([(where, "nests too deeply")]) from None
-    except ValueError as error:  # _refuse_constant, _finite_float, int digits limit
+    except ValueError as error:  # NaN/Infinity, overflowing floats, the int digits limit
         raise ManifestError([(where, str(error))]) from None
     return value
 

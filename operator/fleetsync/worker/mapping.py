@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
+from typing import cast
 
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
-from fleetsync.api.v1alpha1._rules import finite_json
+from fleetsync.api.v1alpha1._rules import finite_json, loads_finite
 from fleetsync.api.v1alpha1.syncjob import ITEM_PREFIX
 from fleetsync.errors import PayloadError
 from fleetsync.sinks.base import JSONValue
@@ -29,17 +29,6 @@ __all__ = ["MAX_DEPTH", "Mapper", "content_hash"]
 
 MAX_DEPTH = 64
 _INT64 = 2**63
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:20]} overflows a double")
-    return value
 
 
 def _check_value(name: str, value: JSONValue) -> None:
@@ -76,9 +65,7 @@ class Mapper:
 
     def decode(self, body: bytes) -> JSONValue:
         try:
-            value: JSONValue = json.loads(
-                body, parse_constant=_refuse_constant, parse_float=_finite_float
-            )
+            value = cast(JSONValue, loads_finite(body))
         except json.JSONDecodeError as error:
             raise PayloadError(f"response is not JSON: {error.msg} at offset {error.pos}") from None
         except UnicodeDecodeError as error:

@@ -7,6 +7,7 @@ the very rule the manifest's static key was checked with at load time.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import string
@@ -25,6 +26,7 @@ __all__ = [
     "check_template",
     "finite_json",
     "is_secret_key",
+    "loads_finite",
     "one_of",
 ]
 
@@ -91,6 +93,25 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
     for name, value in headers.items():
         check_header_value(name, value)
     return headers
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number (NaN and Infinity are refused)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} overflows a double (Infinity is refused)")
+    return value
+
+
+def loads_finite(text: str | bytes) -> object:
+    """``json.loads`` that refuses what no store can hold: ``NaN``, ``Infinity`` and numbers
+    that overflow a double raise ValueError (as do ints past Python's digit limit);
+    JSONDecodeError, UnicodeDecodeError and RecursionError pass through for the caller to
+    name its source (an inventory file, a vendor's answer)."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def finite_json(value: object, where: str, *, max_depth: int = 1000) -> None:

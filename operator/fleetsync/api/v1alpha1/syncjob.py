@@ -196,7 +196,22 @@ class Sharding(Model):
 
 
 class DeadLetterPolicy(Model):
-    max_item_failures: int = Field(1000, ge=0, description="Past this the run fails.")
+    max_item_failures: int = Field(
+        1000,
+        ge=0,
+        description="Past this many failed items the run is Failed (TooManyItemFailures), "
+        "even while it goes on. A run in which items failed and none synced is Failed "
+        "(AllItemsFailed) whatever this says; some failed within the limits: "
+        "PartiallySucceeded.",
+    )
+    max_item_failure_percent: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Also Failed (TooManyItemFailures) when failed items are more than this "
+        "percentage of the run's items, so one setting fits 100 and 100,000 items. Checked "
+        "when every shard finished; unset: only maxItemFailures applies.",
+    )
 
 
 class WorkerPod(Model):
@@ -212,7 +227,13 @@ class WorkerPod(Model):
 class SyncJobSpec(Model):
     fleet: Fleet
     source: Source
-    sink: Sink | None = Field(None, description="Default: SQLite fleetsync.db, table <kind>s.")
+    sink: Sink | None = Field(
+        None,
+        description="Where records go: exactly one of sqlite, dynamodb, postgres. Optional: "
+        "without it `fleetsync run` writes SQLite fleetsync.db next to the manifest, table "
+        "<kind>s, and `fleetsync validate` and `run` say so. In a cluster set it: a pod's "
+        "SQLite file goes with the pod.",
+    )
     write: Write = Field(default_factory=Write)
     sharding: Sharding = Field(default_factory=Sharding)
     deadline_seconds: int | None = Field(None, ge=1, le=7 * 86400)
