@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 from fleetsync import __version__
-from fleetsync.api.constants import ExitCode
+from fleetsync.api.constants import MAX_SHARDS, ExitCode
 from fleetsync.errors import FleetsyncError, ManifestError, PermanentError, describe
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def cli(verbose: int) -> None:
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--shards", type=click.IntRange(1, 1000), help="Override spec.sharding.shards.")
+@click.option("--shards", type=click.IntRange(1, MAX_SHARDS), help="Override spec.sharding.shards.")
 @click.option("--parallelism", type=click.IntRange(1, 1000), help="Shards running at once.")
 @output_option
 @secrets_dir_option()
@@ -220,7 +220,7 @@ def demo(items: int, output: str, db: Path) -> None:
     help="This shard's index (default: the Indexed Job's JOB_COMPLETION_INDEX).",
 )
 @click.option(
-    "--shards", type=click.IntRange(1, 10_000), default=1, help="How many shards the run has."
+    "--shards", type=click.IntRange(1, MAX_SHARDS), default=1, help="How many shards the run has."
 )
 @click.option("--run", "run_name", help="Run name (default: the manifest's name).")
 @click.option(

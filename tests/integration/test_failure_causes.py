@@ -121,7 +121,7 @@ async def test_dead_letters_say_why_and_are_counted_by_cause(vendor: str, tmp_pa
         "echo: HTTP 500": 10,
         "closed: connection refused": 10,
         "slow: timeout after 1 s without a complete response": 10,
-        "badjson: response is not JSON": 10,
+        "badjson: invalid JSON": 10,
     }
 
     code, out, err = await fleetsync("dead-letters", str(path), *state)
@@ -136,7 +136,7 @@ async def test_dead_letters_say_why_and_are_counted_by_cause(vendor: str, tmp_pa
     assert len(excerpt) <= 200 and "\n" not in excerpt
     assert by_vendor["closed"]["reason"] == f"closed: connection refused (127.0.0.1:{closed})"
     assert by_vendor["slow"]["reason"] == "slow: timeout after 1 s without a complete response"
-    assert by_vendor["badjson"]["reason"].startswith("badjson: response is not JSON: ")
+    assert by_vendor["badjson"]["reason"].startswith("badjson: invalid JSON at byte ")
     assert "at offset 12" in by_vendor["badjson"]["reason"]  # where the body goes wrong
     assert all(letter["attempts"] == 1 for letter in letters)
 

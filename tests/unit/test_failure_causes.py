@@ -78,7 +78,7 @@ def test_an_excerpt_is_the_start_of_the_body_on_one_line() -> None:
             "sungrow: connection refused",
         ),
         ("sungrow: timeout after 10 s without a complete response", None),
-        ("huawei: response is not JSON: Expecting value at offset 17", None),
+        ("huawei: invalid JSON at byte 17: Expecting value", "huawei: invalid JSON"),
         ("huawei: mapping power_kw: $.data.power matched nothing", "huawei: mapping power_kw"),
         ("sink: SinkError: postgres plants: write: deadlock detected", "sink: SinkError"),
         ("item has no 'id' field", None),

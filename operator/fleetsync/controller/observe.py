@@ -30,6 +30,7 @@ from fleetsync.controller.conditions import (
     conditions_for,
     merge_conditions,
 )
+from fleetsync.controller.objects import Job, Pod
 from fleetsync.controller.plan import RunPlan
 from fleetsync.coordination.phase import final_phase, too_many_failures
 from fleetsync.coordination.progress import RunProgress
@@ -47,7 +48,6 @@ __all__ = [
     "stuck_creating",
 ]
 
-Body = Mapping[str, Any]
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.PARTIALLY_SUCCEEDED, Phase.FAILED})
 # Container waiting reasons that will not fix themselves without a user's action.
 _STUCK_REASONS = frozenset(
@@ -79,15 +79,15 @@ def parse_time(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def job_condition(job: Body | None, kind: str) -> Body | None:
+def job_condition(job: Job | None, kind: str) -> dict[str, Any] | None:
     for condition in (job or {}).get("status", {}).get("conditions") or []:
         if condition.get("type") == kind and condition.get("status") == "True":
-            return condition  # type: ignore[no-any-return]
+            return condition
     return None
 
 
 def pod_problem(
-    pods: Iterable[Body],
+    pods: Iterable[Pod],
     now: float,
     grace_seconds: float,
     warnings: Mapping[str, str] | None = None,
@@ -118,7 +118,7 @@ def pod_problem(
     return None
 
 
-def stuck_creating(pods: Iterable[Body], now: float, grace_seconds: float) -> list[Body]:
+def stuck_creating(pods: Iterable[Pod], now: float, grace_seconds: float) -> list[Pod]:
     """Pods still ContainerCreating after the grace period: worth reading their events."""
     out = []
     for pod in pods:
@@ -134,7 +134,7 @@ def stuck_creating(pods: Iterable[Body], now: float, grace_seconds: float) -> li
 
 def observe(
     spec: SyncJobSpec,
-    job: Body | None,
+    job: Job | None,
     items: ItemCounts,
     *,
     stuck: str | None,
@@ -196,7 +196,7 @@ def build_status(
     observation: Observation,
     progress: RunProgress | None,
     plan: RunPlan | None,
-    job: Body | None,
+    job: Job | None,
     now: float,
 ) -> SyncJobStatus:
     """The next status: phase, conditions, counts, vendors, cost, failed-item sample."""
@@ -270,7 +270,7 @@ def build_status(
     )
 
 
-def phase_event(observation: Observation, status: Body) -> tuple[str, bool]:
+def phase_event(observation: Observation, status: Mapping[str, Any]) -> tuple[str, bool]:
     """The message of a phase change's event, and whether it is a Warning: a run ending with
     failed items says what failed, by cause (:func:`causes_text`)."""
     message = f"{observation.phase}: {observation.message}"
