@@ -31,7 +31,7 @@ from fleetsync.api.constants import MAX_SHARDS, ExitCode
 from fleetsync.errors import FleetsyncError, ManifestError, PermanentError, describe
 
 if TYPE_CHECKING:
-    from fleetsync.api.v1alpha1 import SyncJobSpec
+    pass
 
 __all__ = ["cli", "main"]
 
@@ -380,45 +380,22 @@ def validate(manifest: Path) -> None:
 
     from fleetsync.api.manifest import load_manifest_file
     from fleetsync.api.v1alpha1 import SyncSchedule
+    from fleetsync.local.checks import check_templates, default_sink
 
     try:
         loaded = load_manifest_file(manifest)
         spec = loaded.spec.job_template.spec if isinstance(loaded, SyncSchedule) else loaded.spec
-        read = asyncio.run(_check_templates(spec, manifest.resolve().parent))
+        read = asyncio.run(check_templates(spec, manifest.resolve().parent))
     except _SAID as error:
         sys.exit(_failure(error))
     if spec.sink is None:
-        where = _default_sink(spec, manifest.resolve().parent)
+        where = default_sink(spec, manifest.resolve().parent)
         click.echo(f"note: spec.sink is not set: {where}", err=True)
     if not read:
         click.echo(
             "note: inventory not read here; templates are checked at the run's start", err=True
         )
     click.echo(f"{loaded.kind}/{loaded.metadata.name}: valid")
-
-
-def _default_sink(spec: SyncJobSpec, base_dir: Path) -> str:
-    """Where a manifest without ``spec.sink`` writes (the embedded default, kept so a first
-    manifest runs as written; the run says so too)."""
-    sqlite = spec.resolved_sink.sqlite
-    assert sqlite is not None
-    return f"data goes to SQLite {base_dir / sqlite.path}, table {sqlite.table}"
-
-
-async def _check_templates(spec: SyncJobSpec, base_dir: Path) -> bool:
-    """ManifestError for a template naming a field none of the inventory's first items has;
-    False when the inventory cannot be read here (HTTP, a ConfigMap)."""
-    from fleetsync.worker.inventory import first_items
-    from fleetsync.worker.requests import template_problems
-
-    inventory = spec.fleet.inventory
-    if inventory.inline is None and inventory.generate is None and inventory.file is None:
-        return False
-    items = await first_items(inventory, key=spec.fleet.key, base_dir=base_dir)
-    problems = template_problems(spec, items) if items else []
-    if problems:
-        raise ManifestError(problems, hint="use a field the inventory's items have")
-    return True
 
 
 @cli.command("dead-letters")
@@ -469,30 +446,14 @@ def dead_letters(
     from fleetsync.api.progress import cause_of
 
     if group:
-        _print_groups([(letter.key, letter.reason) for letter in letters])
+        from fleetsync.local.checks import cause_groups
+
+        for line in cause_groups([(letter.key, letter.reason) for letter in letters]):
+            click.echo(line)
         return
     for letter in letters:
         wire = {"key": letter.key, "attempts": letter.attempts, "cause": cause_of(letter.reason)}
         click.echo(json.dumps({**wire, "reason": letter.reason}))
-
-
-def _print_groups(letters: list[tuple[str, str]]) -> None:
-    from collections import Counter
-
-    from fleetsync.api.progress import cause_of
-
-    counts: Counter[str] = Counter()
-    example: dict[str, tuple[str, str]] = {}
-    for key, reason in letters:
-        cause = cause_of(reason)
-        counts[cause] += 1
-        example.setdefault(cause, (key, reason))
-    click.echo(f"{len(letters)} dead letters, {len(counts)} causes")
-    for cause, n in sorted(counts.items(), key=lambda c: (-c[1], c[0])):
-        key, reason = example[cause]
-        click.echo(f"{n:>8} \N{MULTIPLICATION SIGN} {cause}")
-        if reason != cause:
-            click.echo(f"{'':>10} e.g. {key}: {reason}")
 
 
 @cli.command("retry-failed")
