@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.adaptive import case_adaptive
+from bench.budgets import case_budgets
 from bench.clients import case_clients
 from bench.common import ROOT, Settings
 from bench.limit import case_limit
@@ -37,6 +38,7 @@ CASES: dict[str, Callable[[Settings], list[str]]] = {
     "small": case_small,
     "clients": case_clients,
     "profile": case_profile,
+    "budgets": case_budgets,
 }
 
 
