@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.adaptive import case_adaptive
+from bench.budgets import case_budgets
 from bench.clients import case_clients
 from bench.cluster import case_controller, case_fleet
 from bench.common import ROOT, Settings
@@ -38,6 +39,7 @@ CASES: dict[str, Callable[[Settings], list[str]]] = {
     "small": case_small,
     "clients": case_clients,
     "profile": case_profile,
+    "budgets": case_budgets,
     "fleet": case_fleet,
     "controller": case_controller,
 }

@@ -1,7 +1,11 @@
 """The ``fleetsync`` command line: run, demo, simulate, worker, status, retry-failed.
 
 Exit codes follow ``shared/API.md``: 0 Succeeded, 2 PartiallySucceeded, 1 Failed, 64 for an
-invalid manifest *and* for usage errors (click's own default of 2 would read as "partial").
+invalid manifest *and* for usage errors (click's own default of 2 would read as "partial"),
+75 for infrastructure a run needs that is down but may recover (a sink, a port in use).
+An error a user can cause or meet ends in one line naming the field and the fix
+(:func:`_failure`), never a traceback; with ``--output json`` stdout's last line is
+``{"phase": "Failed", "error": {"field", "reason", "hint"}}``.
 
 Every command imports what it needs inside its own body, and ``simulate`` is resolved only
 when it is invoked: ``fleetsync --help`` (and every worker process's start) must not pay for
@@ -18,13 +22,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from fleetsync import __version__
-from fleetsync.api.constants import ExitCode
-from fleetsync.errors import ManifestError
+from fleetsync.api.constants import MAX_SHARDS, ExitCode
+from fleetsync.errors import FleetsyncError, ManifestError, PermanentError, describe
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["cli", "main"]
 
@@ -47,11 +54,28 @@ def secrets_dir_option(help: str = _SECRETS_HELP) -> Callable[[FC], FC]:
     return click.option("--secrets-dir", type=click.Path(file_okay=False), help=help)
 
 
+def _failure(error: BaseException, output: str = "text") -> int:
+    """Say what failed in one line (``error: <field>: <reason> (fix: <hint>)``) and return
+    the exit code: 64 when the configuration must change, 75 when the infrastructure may
+    recover. With ``--output json``, the same as an ``error`` object on stdout."""
+    field, reason, hint = describe(error)
+    config = isinstance(error, PermanentError | FileNotFoundError | PermissionError)
+    code = ExitCode.INVALID_CONFIG if config else ExitCode.INTERRUPTED
+    line = f"error: {field}: {reason}" if field else f"error: {reason}"
+    click.echo(line + (f" (fix: {hint})" if hint else ""), err=True)
+    if output == "json":
+        wire = {"field": field, "reason": reason, "hint": hint}
+        click.echo(json.dumps({"phase": "Failed", "error": wire}, separators=(",", ":")))
+    return code
+
+
 def _manifest_error(error: ManifestError) -> int:
-    click.echo("error: invalid manifest", err=True)
-    for path, reason in error.problems:
-        click.echo(f"  {path}: {reason}", err=True)
-    return ExitCode.INVALID_CONFIG
+    return _failure(error)
+
+
+# What ``run`` and its kin turn into one line: errors fleetsync raises on purpose, and the
+# file system's (a state dir or inventory it cannot read or write).
+_SAID = (FleetsyncError, OSError)
 
 
 # Commands defined in other packages, imported only when invoked: name -> (module, attribute,
@@ -110,7 +134,7 @@ def cli(verbose: int) -> None:
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--shards", type=click.IntRange(1, 1000), help="Override spec.sharding.shards.")
+@click.option("--shards", type=click.IntRange(1, MAX_SHARDS), help="Override spec.sharding.shards.")
 @click.option("--parallelism", type=click.IntRange(1, 1000), help="Shards running at once.")
 @output_option
 @secrets_dir_option()
@@ -154,8 +178,8 @@ def run(
     )
     try:
         code = run_with_console(options, output=output)
-    except ManifestError as error:
-        code = _manifest_error(error)
+    except _SAID as error:
+        code = _failure(error, output)
     sys.exit(code)
 
 
@@ -196,7 +220,7 @@ def demo(items: int, output: str, db: Path) -> None:
     help="This shard's index (default: the Indexed Job's JOB_COMPLETION_INDEX).",
 )
 @click.option(
-    "--shards", type=click.IntRange(1, 10_000), default=1, help="How many shards the run has."
+    "--shards", type=click.IntRange(1, MAX_SHARDS), default=1, help="How many shards the run has."
 )
 @click.option("--run", "run_name", help="Run name (default: the manifest's name).")
 @click.option(
@@ -347,13 +371,30 @@ def controller(
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 def validate(manifest: Path) -> None:
-    """Check a manifest; print each problem with its field path."""
+    """Check a manifest; print each problem with its field path.
+
+    Beyond the schema, the templates (URL, headers, Secret key, DynamoDB key) are checked
+    against the inventory's first items when it can be read here (inline, generate, file);
+    a manifest without ``spec.sink`` is valid and says where its data will go."""
+    import asyncio
+
     from fleetsync.api.manifest import load_manifest_file
+    from fleetsync.api.v1alpha1 import SyncSchedule
+    from fleetsync.local.checks import check_templates, default_sink
 
     try:
         loaded = load_manifest_file(manifest)
-    except ManifestError as error:
-        sys.exit(_manifest_error(error))
+        spec = loaded.spec.job_template.spec if isinstance(loaded, SyncSchedule) else loaded.spec
+        read = asyncio.run(check_templates(spec, manifest.resolve().parent))
+    except _SAID as error:
+        sys.exit(_failure(error))
+    if spec.sink is None:
+        where = default_sink(spec, manifest.resolve().parent)
+        click.echo(f"note: spec.sink is not set: {where}", err=True)
+    if not read:
+        click.echo(
+            "note: inventory not read here; templates are checked at the run's start", err=True
+        )
     click.echo(f"{loaded.kind}/{loaded.metadata.name}: valid")
 
 
@@ -372,12 +413,19 @@ def validate(manifest: Path) -> None:
     show_default=True,
     help="Where `fleetsync run` kept its runs (runs/<name>/): a run named there is known.",
 )
+@click.option(
+    "--group",
+    is_flag=True,
+    help="One line per cause with its count and an example, most frequent first.",
+)
 def dead_letters(
-    manifest: Path, run_name: str | None, secrets_dir: str | None, state_dir: Path
+    manifest: Path, run_name: str | None, secrets_dir: str | None, state_dir: Path, group: bool
 ) -> None:
-    """List a run's dead letters (key, attempts, reason) as JSON lines.
+    """List a run's dead letters (key, attempts, cause, reason) as JSON lines.
 
-    An unknown --run (no dead letters under that name and no local run of it) exits 64.
+    The cause is the reason without its per-item details (``sungrow: HTTP 503``); --group
+    counts the letters by it. An unknown --run (no dead letters under that name and no
+    local run of it) exits 64.
     """
     import asyncio
 
@@ -385,8 +433,8 @@ def dead_letters(
 
     try:
         letters = asyncio.run(read_dead_letters(manifest.resolve(), run_name, secrets_dir))
-    except ManifestError as error:
-        sys.exit(_manifest_error(error))
+    except _SAID as error:
+        sys.exit(_failure(error))
     if not letters and run_name is not None and not (state_dir / "runs" / run_name).is_dir():
         click.echo(
             f"error: --run {run_name}: no dead letters under that run name in the sink, and no"
@@ -395,10 +443,17 @@ def dead_letters(
             err=True,
         )
         sys.exit(ExitCode.INVALID_CONFIG)
+    from fleetsync.api.progress import cause_of
+
+    if group:
+        from fleetsync.local.checks import cause_groups
+
+        for line in cause_groups([(letter.key, letter.reason) for letter in letters]):
+            click.echo(line)
+        return
     for letter in letters:
-        click.echo(
-            json.dumps({"key": letter.key, "attempts": letter.attempts, "reason": letter.reason})
-        )
+        wire = {"key": letter.key, "attempts": letter.attempts, "cause": cause_of(letter.reason)}
+        click.echo(json.dumps({**wire, "reason": letter.reason}))
 
 
 @cli.command("retry-failed")
@@ -447,8 +502,8 @@ def retry_failed(
     manifest = Path(target)
     try:
         code = retry_failed_locally(manifest.resolve(), run_name, output, secrets_dir)
-    except ManifestError as error:
-        code = _manifest_error(error)
+    except _SAID as error:
+        code = _failure(error, output)
     sys.exit(code)
 
 

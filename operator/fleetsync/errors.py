@@ -15,6 +15,13 @@
 
 The controller maps these to kopf's ``PermanentError`` / ``TemporaryError`` at the handler
 edge only; the engine never imports kopf.
+
+Errors a user meets at a run's start (issue 13: never a traceback) name the ``field`` of the
+manifest they concern and a ``hint`` (the fix); the CLI prints them as one line, or as
+``{"error": {field, reason, hint}}`` with ``--output json``, and exits 64 for a
+:class:`PermanentError` (configuration: a missing Secret, a wrong password, a table that does
+not exist) and 75 for a :class:`RetryableError` (infrastructure that may recover: a database
+that is down, a port in use). :func:`describe` gives that triple for any error.
 """
 
 from __future__ import annotations
@@ -30,11 +37,16 @@ __all__ = [
     "SinkError",
     "ThrottledError",
     "VendorError",
+    "describe",
 ]
 
 
 class FleetsyncError(Exception):
-    """Base of every error fleetsync raises on purpose."""
+    """Base of every error fleetsync raises on purpose; ``field`` and ``hint`` say where
+    and what to do, when the raiser knows."""
+
+    field: str | None = None
+    hint: str | None = None
 
 
 class PermanentError(FleetsyncError):
@@ -48,8 +60,10 @@ class RetryableError(FleetsyncError):
 class ManifestError(PermanentError):
     """A manifest or config is invalid. ``problems`` holds ``(field.path, reason)`` pairs."""
 
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
+    def __init__(self, problems: list[tuple[str, str]], *, hint: str | None = None) -> None:
         self.problems = problems
+        self.field = problems[0][0] if problems else None
+        self.hint = hint
         super().__init__("; ".join(f"{path}: {reason}" for path, reason in problems))
 
 
@@ -82,4 +96,20 @@ class BreakerOpenError(RetryableError):
 
 
 class SinkError(RetryableError):
-    """The sink refused or throttled a write."""
+    """The sink refused or throttled a write, or cannot be reached."""
+
+    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None):
+        self.field = field
+        self.hint = hint
+        super().__init__(message)
+
+
+def describe(error: BaseException) -> tuple[str | None, str, str | None]:
+    """(field, reason, hint) of ``error`` for a one-line message or a JSON ``error`` object.
+    A ManifestError's reason is its first problem's; the others follow in its text."""
+    if isinstance(error, ManifestError) and error.problems:
+        reason = "; ".join(r if i == 0 else f"{p}: {r}" for i, (p, r) in enumerate(error.problems))
+        return error.field, reason, error.hint
+    if isinstance(error, FleetsyncError):
+        return error.field, str(error), error.hint
+    return None, str(error) or type(error).__name__, None

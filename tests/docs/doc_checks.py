@@ -174,7 +174,7 @@ def check_dead_letters(run: BlockRun, dsn: str) -> None:
     letters = [json.loads(line) for line in listing.stdout.splitlines()]
     assert len(letters) == number(find(r"([\d,]+) JSON lines", listing.command.comment)[1])
     assert len(letters) == number(find(r"([\d,]+) dead letters", cells[1])[1])
-    assert all(set(letter) == {"key", "attempts", "reason"} for letter in letters)
+    assert all(set(letter) == {"key", "attempts", "cause", "reason"} for letter in letters)
     items = summary(second)["items"]
     assert items["synced"] == number(find(r"^([\d,]+) writes", cells[2])[1])
     assert items["stale"] == number(find(r"([\d,]+) older measurements stale", cells[2])[1])

@@ -291,6 +291,9 @@ def test_a_failing_vendor_opens_its_breaker_fleet_wide_and_others_go_on(
     assert 0 < len(s["failedItems"]["sample"]) <= 20
     for failed_item in s["failedItems"]["sample"]:  # the vendor's answer, never "breaker open"
         assert failed_item["reason"].startswith("1: HTTP 50"), failed_item
+    causes = s["failedItems"]["causes"]
+    assert sum(c["count"] for c in causes) == s["failedItems"]["count"], causes
+    assert all(c["cause"].startswith("1: HTTP 50") for c in causes), causes
     healthy = [k for k in db.synced_keys() if int(k.rsplit("-", 1)[1]) % 2 == 0]
     assert len(healthy) == 1000  # every item of the healthy vendor is in the sink
     out = operator.cluster.kubectl(
@@ -554,6 +557,8 @@ def test_a_worker_with_an_invalid_config_fails_the_run_at_once(
     assert s["phase"] == "Failed"
     failed = next(c for c in s["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "InvalidSpec" and failed["status"] == "True"
+    # The worker's own account, from its report: the Secret and key, and how to fix it.
+    assert "Secret 'keys-without-token' key 'token' not found" in failed["message"], failed
     assert conditions(s)["Stalled"] == "True" and conditions(s)["Ready"] == "False"
     job = get_json(operator.cluster, "job", "plants-badcfg", "-n", NS)["status"]
     assert job.get("failed", 0) <= 2  # exit 64: FailJob, no retries
@@ -674,6 +679,8 @@ def test_5000_failing_items_stay_in_the_sink_and_the_syncjob_stays_small(
     assert failed["reason"] == "AllItemsFailed", failed
     assert s["failedItems"]["count"] == 5000
     assert len(s["failedItems"]["sample"]) == 20
+    causes = s["failedItems"]["causes"]  # exact counts by cause, not from the sample
+    assert sum(c["count"] for c in causes) == 5000 and len(causes) <= 17, causes
     assert db.dead_letters() == 5000
     body = operator.cluster.kubectl("get", "syncjob", "plants-bad", "-n", NS, "-o", "json").stdout
     assert len(body) < 32_000, len(body)  # status holds counts and a sample, not the items

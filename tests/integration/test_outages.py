@@ -129,3 +129,5 @@ def test_a_vendor_down_for_the_whole_run_fails_only_its_items_with_the_cause(
     assert sum(attempts for _, _, attempts in dead) == calls
     assert any(attempts == 0 for _, _, attempts in dead)
     assert all(s["reason"].startswith("0: HTTP 503") for s in result["failedItems"]["sample"])
+    # Counted exactly by cause, not from the sample of twenty.
+    assert result["failedItems"]["causes"] == [{"cause": "0: HTTP 503", "count": 500}]

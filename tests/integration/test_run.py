@@ -209,6 +209,23 @@ def test_malformed_payloads_fail_only_their_items_and_can_be_retried(
     assert all(row["reason"] and row["attempts"] >= 1 for row in rows)
 
 
+@pytest.mark.parametrize(
+    ("percent", "code", "phase"), [(1, 1, "Failed"), (50, 2, "PartiallySucceeded")]
+)
+def test_max_item_failure_percent_decides_the_phase_of_a_local_run(
+    sim: SimulatorProcess, tmp_path: Path, percent: int, code: int, phase: str
+) -> None:
+    # ~5 % of the broken vendor's payloads are malformed: over 1 % fails the run, under 50 %
+    # does not, whatever the count limit (1,000) says.
+    db = tmp_path / "p.db"
+    policy = {"deadLetter": {"maxItemFailures": 1000, "maxItemFailurePercent": percent}}
+    out = run(tmp_path, manifest(sim, db, count=400, vendors=("broken",), spec=policy))
+    assert out.returncode == code, out.stderr[-2000:]
+    result = summary(out)
+    assert result["phase"] == phase
+    assert 0 < result["items"]["failed"] < 40
+
+
 def test_an_invalid_manifest_exits_64_naming_the_field(
     tmp_path: Path, sim: SimulatorProcess
 ) -> None:

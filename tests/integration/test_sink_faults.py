@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from fleetsync.backoff import Backoff
-from fleetsync.errors import SinkError
+from fleetsync.errors import ManifestError, SinkError
 from fleetsync.sinks.base import DeadLetter, Record
 from fleetsync.sinks.dynamodb import DynamoDBSink
 from fleetsync.sinks.postgres import PostgresSink
@@ -383,13 +383,15 @@ async def test_dynamodb_conditional_puts_survive_resets_and_5xx(
         await sink.close()
 
 
-async def test_dynamodb_a_missing_table_is_a_sink_error_at_once(dynamodb_endpoint: str) -> None:
+async def test_dynamodb_a_missing_table_is_a_config_error_at_once(dynamodb_endpoint: str) -> None:
     sink = DynamoDBSink(
         f"absent-{next(_tables)}", endpoint_url=dynamodb_endpoint, credentials=("t", "t"),
         sleep=lambda _: pytest.fail("a missing table is not transient"),
     )  # fmt: skip
     try:
-        with pytest.raises(SinkError, match="does not exist"):
+        with pytest.raises(ManifestError, match="does not exist") as error:
             await sink.open()
+        assert error.value.field == "spec.sink.dynamodb.table"
+        assert error.value.hint is not None and "createTable" in error.value.hint
     finally:
         await sink.close()

@@ -94,7 +94,7 @@ async def test_every_item_ends_in_exactly_one_outcome() -> None:
     assert set(sink.rows) == {f"p-{n}" for n in range(60)} - failing(60)
     assert {k for (_, k) in sink.letters} == failing(60)
     letter = sink.letters[("r1", "p-7")]
-    assert "not JSON" in letter.reason and letter.attempts == 1
+    assert "invalid JSON" in letter.reason and letter.attempts == 1
     assert sink.rows["p-10"].attributes == {"power": 15.0, "at": 110}
     assert engine.tracker.watermark == 59
 

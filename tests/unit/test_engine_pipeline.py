@@ -87,7 +87,7 @@ async def test_a_success_after_retries_carries_its_attempt_count() -> None:
     [
         ([httpx.Response(503)] * 3, "vendor", 3, "HTTP 503"),
         ([httpx.Response(429)] * 2, "throttled", 2, "429"),
-        ([httpx.Response(200, content=b"{nope")], "payload", 1, "not JSON"),
+        ([httpx.Response(200, content=b"{nope")], "payload", 1, "invalid JSON"),
         ([httpx.Response(404)], "payload", 1, "HTTP 404"),
         ([httpx.Response(503), httpx.Response(200, json={"x": 1})], "payload", 2, "matched"),
     ],

@@ -12,7 +12,7 @@ import pytest
 from fleetsync.api.v1alpha1 import Inventory, Source
 from fleetsync.errors import ManifestError
 from fleetsync.worker.inventory import iter_inventory
-from fleetsync.worker.vendors import MAX_VENDORS, VendorCount
+from fleetsync.worker.vendors import MAX_VENDOR_NAME, MAX_VENDORS, VendorCount
 
 
 async def collect(
@@ -243,6 +243,16 @@ def test_more_distinct_vendors_than_the_bound_fail_the_run_naming_vendors_by() -
         count.observe({"id": "one-too-many"})
     assert caught.value.problems[0][0] == "spec.source.vendors.by"
     assert len(count) == MAX_VENDORS == 256
+
+
+def test_a_vendor_name_longer_than_a_dns_name_fails_the_run_naming_vendors_by() -> None:
+    source = Source.model_validate({"http": {"url": "http://h/{id}"}, "vendors": {"by": "id"}})
+    count = VendorCount(source)
+    count.observe({"id": "v" * MAX_VENDOR_NAME})
+    with pytest.raises(ManifestError) as caught:
+        count.observe({"id": "v" * (MAX_VENDOR_NAME + 1)})
+    field, reason = caught.value.problems[0]
+    assert field == "spec.source.vendors.by" and "254 characters" in reason
 
 
 def test_declared_vendors_are_bounded_by_the_schema() -> None:

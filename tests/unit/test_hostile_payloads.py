@@ -28,7 +28,7 @@ HOST = "http://vendor.test"
         (b'{"power": ' + b"9" * 5000 + b"}", "unusable number"),
         (b"[" * 100_000 + b"]" * 100_000, "nests too deeply"),
         (b'{"power": "\xff"}', "not UTF-8"),
-        (b'{"power": ', "not JSON"),
+        (b'{"power": ', "invalid JSON"),
     ],
 )
 def test_bodies_that_cannot_be_records_fail_with_a_reason(body: bytes, reason: str) -> None:

@@ -73,7 +73,12 @@ def test_rate_limit_must_be_positive_and_names_the_path() -> None:
         (
             "  sharding: {shards: 0}\n",
             "spec.sharding.shards",
-            "must be between 1 and 10000, or auto",
+            "must be between 1 and 1000, or auto",
+        ),
+        (
+            "  sharding: {shards: 1001}\n",
+            "spec.sharding.shards",
+            "must be between 1 and 1000, or auto",
         ),
         ("  deadlineSeconds: -5\n", "spec.deadlineSeconds", "must be >= 1"),
         (

@@ -19,7 +19,7 @@ def test_maps_by_jsonpath() -> None:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (b"{not json", "response is not JSON"),
+        (b"{not json", "invalid JSON at byte 1"),
         (b'{"data": null}', "mapping power: $.data.power matched nothing"),
         (b'{"data": {"online": true}}', "mapping power: $.data.power matched nothing"),
     ],

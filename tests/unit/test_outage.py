@@ -194,7 +194,7 @@ async def test_past_max_outage_every_item_fails_with_the_real_cause_and_its_atte
     assert any(o.attempts >= 1 for o in failed)
     assert all("maxOutageSeconds 25s" in o.reason for o in failed if o.cause == "breaker")
     assert 24.99 <= time.slept < 40
-    assert vendor.last_failure == "default: HTTP 503"
+    assert vendor.last_failure == "default: HTTP 503: maintenance"
 
 
 async def test_a_trial_that_says_nothing_about_the_vendor_gives_its_slot_back() -> None:

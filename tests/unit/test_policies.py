@@ -130,9 +130,17 @@ def test_aimd_grows_halves_once_per_window_and_respects_bounds() -> None:
     limit.on_throttle()
     limit.on_throttle()  # same window: the burst of 429s from one overshoot halves once
     assert limit.limit == 32
+    # From the first 429 on, the learned rate answers 429s, not the concurrency.
+    assert limit.ceiling.rate is not None
     for _ in range(10):
         clock.now += 1
         limit.on_throttle()
+    assert limit.limit == 32 and limit.ceiling.rate >= 1
+    limit.on_error()  # errors still cut concurrency (x0.8)
+    assert limit.limit == 25
+    for _ in range(10):
+        clock.now += 1
+        limit.on_error()
     assert limit.limit == 2
 
 

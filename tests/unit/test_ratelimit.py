@@ -248,3 +248,26 @@ def test_random_arrivals_reports_and_departures_never_double_book(seed: int) -> 
     for t in owner:
         per_second[math.floor(t)] += 1
     assert max(per_second.values()) <= 25
+
+
+def test_a_lease_arriving_after_reservation_bookings_is_used_at_once() -> None:
+    # Regression (bench section 3 at 45 % of the limit): tasks that had booked the sparse
+    # reservation's slots seconds ahead pushed every later booking past the lease's end, so
+    # the shard sent at its reservation's pace only. Bookings are per slot now.
+    from fleetsync.coordination.slots import seat_residues
+
+    now = 1_795_529_900.0
+    limiter = SlotLimiter(clock=lambda: now)
+    cycle, seat0 = seat_residues(25, 0)
+    reservation = Grant(25, cycle, seat0, start=now, until=now + 30)
+    limiter.set_grants([reservation])
+    ahead = [limiter._reserve(now) for _ in range(16)]
+    assert all(b is not None for b in ahead)
+    assert max(b[0] for b in ahead if b) - now > 8  # 16 slots at 25/16 per second
+    leased = tuple(sorted(r for seat in range(1, 9) for r in seat_residues(25, seat)[1]))
+    limiter.set_grants([reservation, Grant(25, cycle, leased, start=now, until=now + 3)])
+    booked = [limiter._reserve(now) for _ in range(30)]
+    times = [b[0] for b in booked if b]
+    assert len(times) == 30 and all(t < now + 3 for t in times), "the lease went unused"
+    every = times + [b[0] for b in ahead if b]
+    assert len(set(every)) == len(every), "a slot booked twice"

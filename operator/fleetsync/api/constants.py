@@ -18,6 +18,9 @@ FINALIZER = f"{GROUP}/finalizer"
 
 INLINE_INVENTORY_MAX = 1000
 FAILED_SAMPLE_MAX = 20
+# Shards of one run, at most: every shard's progress must fit the run's progress ConfigMaps
+# (1 MiB each, 100 shards per part; see controller/progress_parts.py).
+MAX_SHARDS = 1000
 
 
 class ExitCode(IntEnum):

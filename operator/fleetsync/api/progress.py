@@ -3,14 +3,29 @@ controller): cumulative progress up, budgets and fleet-wide breaker verdicts dow
 
 TypedDicts rather than models: these are parsed at a high rate on the coordinator's side and
 the shapes are internal to fleetsync (both ends ship in one package version).
+
+Failures are counted by *cause* (``causes`` on a report): a dead letter's reason without its
+per-item details (:func:`cause_of`), so a thousand items refused by one vendor are one entry
+with a count, exact, while ``failedSample`` keeps up to 20 whole reasons. A report is kept
+by the controller in a ConfigMap (< 1 MiB for every shard of a run), so the map is bounded
+(:func:`count_cause`): at most :data:`MAX_CAUSES` causes of at most
+:data:`MAX_CAUSE_CHARS` characters, every further cause counted under :data:`OTHER_CAUSE`.
+A shard's map is at most ~2.2 KB; the controller's snapshot trims it to
+:data:`SNAPSHOT_CAUSES` (~1.1 KB per shard), the counts still summing to the failures.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from typing import Literal, NotRequired, TypedDict
 
 __all__ = [
     "FINAL_STATES",
+    "MAX_CAUSES",
+    "MAX_CAUSE_CHARS",
+    "OTHER_CAUSE",
+    "SNAPSHOT_CAUSES",
     "CheckpointWire",
     "CostWire",
     "FailedWire",
@@ -19,6 +34,9 @@ __all__ = [
     "ReportWire",
     "ShardState",
     "VendorWire",
+    "bound_causes",
+    "cause_of",
+    "count_cause",
 ]
 
 ShardState = Literal["starting", "running", "done", "interrupted", "failed"]
@@ -82,6 +100,8 @@ class ReportWire(TypedDict):
     failedSample: list[FailedWire]
     wants: dict[str, float]  # rate-limit key -> requests/s, for keys with work pending
     error: NotRequired[str]
+    # cause -> items of this pod dead-lettered for it (cumulative; bounded, see above)
+    causes: NotRequired[dict[str, int]]
 
 
 class GrantWire(TypedDict):
@@ -103,3 +123,53 @@ class ReplyWire(TypedDict):
     # Per key granted: the rate in force, the lowest any holder of the key declares; below
     # the shard's own ``wants`` when another run declares less.
     rates: NotRequired[dict[str, float]]
+
+
+MAX_CAUSES = 16  # distinct causes a shard (or a run's status) counts; the rest are "other"
+MAX_CAUSE_CHARS = 120
+SNAPSHOT_CAUSES = 8  # kept per shard in the controller's progress ConfigMap
+OTHER_CAUSE = "other"
+# Per-item details inside a cause: a byte offset ("at byte 17"), an id in a note "(…)".
+_POSITION = re.compile(r"\s+at (?:byte|offset) \d+|\s+\(byte offset \d+\)")
+_NOTE = re.compile(r"\s*\([^()]*\)\s*$")
+
+
+def cause_of(reason: str) -> str:
+    """The cause a dead letter's ``reason`` counts under: its first two ``": "``-separated
+    parts (who, then what: ``sungrow: HTTP 503``, ``sungrow: connection refused``,
+    ``sink: SinkError``), without the body excerpt or detail that follows, a trailing
+    note in parentheses or a byte offset, cut to :data:`MAX_CAUSE_CHARS`."""
+    head = ": ".join(reason.split(": ", 2)[:2])
+    head = _POSITION.sub("", head)
+    while (trimmed := _NOTE.sub("", head)) != head and trimmed:
+        head = trimmed
+    head = " ".join(head.split())
+    if len(head) > MAX_CAUSE_CHARS:
+        head = head[: MAX_CAUSE_CHARS - 1] + "\N{HORIZONTAL ELLIPSIS}"
+    return head or OTHER_CAUSE
+
+
+def count_cause(counts: dict[str, int], cause: str, n: int = 1, *, limit: int = MAX_CAUSES) -> None:
+    """Add ``n`` to ``cause`` in ``counts``, or to :data:`OTHER_CAUSE` once ``limit`` other
+    causes are counted (``counts`` then holds at most ``limit + 1`` entries)."""
+    if cause not in counts and len(counts.keys() - {OTHER_CAUSE}) >= limit:
+        cause = OTHER_CAUSE
+    counts[cause] = counts.get(cause, 0) + n
+
+
+def bound_causes(
+    counts: Mapping[str, int] | Iterable[tuple[str, int]], limit: int
+) -> dict[str, int]:
+    """The ``limit`` most frequent causes, the rest summed as :data:`OTHER_CAUSE`; the total
+    is unchanged."""
+    pairs = counts.items() if isinstance(counts, Mapping) else counts
+    merged: dict[str, int] = {}
+    for cause, n in pairs:
+        merged[cause] = merged.get(cause, 0) + n
+    other = merged.pop(OTHER_CAUSE, 0)
+    ranked = sorted(merged.items(), key=lambda c: (-c[1], c[0]))
+    kept = dict(ranked[:limit])
+    other += sum(n for _, n in ranked[limit:])
+    if other:
+        kept[OTHER_CAUSE] = other
+    return kept

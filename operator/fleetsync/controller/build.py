@@ -10,7 +10,6 @@ HTTP with a projected service-account token of fleetsync's own audience.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,13 @@ import yaml
 
 from fleetsync.api.constants import API_VERSION, GROUP, ExitCode
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
+from fleetsync.controller.objects import (
+    ConfigMap,
+    Job,
+    KubeObject,
+    OwnerReference,
+    SyncJobObject,
+)
 from fleetsync.controller.plan import RunPlan
 
 __all__ = [
@@ -40,7 +46,7 @@ __all__ = [
     "worker_service_account",
 ]
 
-Body = Mapping[str, Any]
+Body = SyncJobObject
 
 LABEL_RUN = f"{GROUP}/run"
 LABEL_SCHEDULE = f"{GROUP}/schedule"
@@ -84,7 +90,7 @@ def run_labels(run: str, schedule: str | None = None) -> dict[str, str]:
     return labels
 
 
-def owner_reference(syncjob: Body) -> dict[str, Any]:
+def owner_reference(syncjob: KubeObject) -> OwnerReference:
     meta = syncjob["metadata"]
     return {
         "apiVersion": API_VERSION,
@@ -123,7 +129,7 @@ def secret_names(spec: SyncJobSpec) -> list[str]:
     return sorted(names)
 
 
-def build_config_map(syncjob: Body, spec: SyncJobSpec) -> dict[str, Any]:
+def build_config_map(syncjob: Body, spec: SyncJobSpec) -> ConfigMap:
     """The run's config: the SyncJob itself (spec only), far below 1 MiB by construction
     (inline inventories are capped at 1,000 items; larger fleets are referenced)."""
     meta = syncjob["metadata"]
@@ -182,9 +188,7 @@ def _volumes(run: str, spec: SyncJobSpec, settings: WorkerSettings) -> tuple[lis
     return volumes, mounts
 
 
-def build_job(
-    syncjob: Body, spec: SyncJobSpec, plan: RunPlan, settings: WorkerSettings
-) -> dict[str, Any]:
+def build_job(syncjob: Body, spec: SyncJobSpec, plan: RunPlan, settings: WorkerSettings) -> Job:
     """The run's Indexed Job: one completion index per shard."""
     meta = syncjob["metadata"]
     run, namespace = meta["name"], meta["namespace"]

@@ -6,12 +6,25 @@ only when its status does, so GitOps tools (Argo CD, Flux) see stable objects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fleetsync.api.constants import ConditionType, Phase, Reason
-from fleetsync.api.v1alpha1.status import Condition
+from fleetsync.api.v1alpha1.status import Condition, FailureCause
 
-__all__ = ["Health", "conditions_for", "merge_conditions"]
+__all__ = ["Health", "causes_text", "conditions_for", "merge_conditions"]
+
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+
+def causes_text(causes: Sequence[FailureCause], limit: int = 3) -> str:
+    """What an event or a condition says failed: the ``limit`` most frequent causes with
+    their counts (``984 x sungrow: connection refused``, x a multiplication sign), then how
+    many more."""
+    text = "; ".join(f"{c.count} {TIMES} {c.cause}" for c in causes[:limit])
+    if len(causes) > limit:
+        text += f"; {sum(c.count for c in causes[limit:])} more of {len(causes) - limit} causes"
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +33,7 @@ class Health:
 
     open_breakers: tuple[str, ...] = ()
     failed_items: int = 0
+    causes: str = ""  # the failures by cause (causes_text)
 
 
 def _c(kind: ConditionType, true: bool, reason: str, message: str = "") -> Condition:
@@ -39,6 +53,8 @@ def conditions_for(
     elif health.failed_items:
         degraded_reason = Reason.ITEMS_FAILING.value
         degraded_message = f"{health.failed_items} items dead-lettered"
+        if health.causes:
+            degraded_message += f": {health.causes}"
     degraded = degraded_reason != Reason.HEALTHY.value
     T = ConditionType
     if phase in (Phase.PENDING, Phase.RUNNING):
@@ -79,7 +95,12 @@ def conditions_for(
             _c(T.READY, True, reason, message),
             _c(T.COMPLETE, True, Reason.PARTIALLY_SUCCEEDED.value, message),
             _c(T.FAILED, False, reason),
-            _c(T.DEGRADED, True, degraded_reason if degraded else Reason.ITEMS_FAILING, message),
+            _c(
+                T.DEGRADED,
+                True,
+                degraded_reason if degraded else Reason.ITEMS_FAILING,
+                f"{message}: {health.causes}" if health.causes else message,
+            ),
             _c(T.SUSPENDED, False, reason),
         ]
     return [

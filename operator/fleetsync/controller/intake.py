@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from fleetsync.api.progress import ReplyWire, ReportWire
 from fleetsync.controller.cache import Key
+from fleetsync.controller.progress_parts import clip_report
 from fleetsync.controller.progress_store import RunState
 from fleetsync.coordination.budgets import BudgetBook
 from fleetsync.coordination.fold import fold_report, release_run
@@ -56,6 +57,7 @@ class ReportIntake:
         if state is None or not state.loaded:
             return None
         now = time.time()
+        report = clip_report(report)  # bounded texts: what status and the ConfigMaps keep
         before = state.progress.views.get(report["shard"])
         before_state = before.state if before else None
         reply = fold_report(

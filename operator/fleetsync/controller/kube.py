@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from fleetsync.api.constants import GROUP, VERSION
+from fleetsync.controller.objects import ConfigMap, Event, KubeObject, Pod, TokenReview
 
 __all__ = ["ApiException", "Kube", "connect", "credentials", "is_namespace_terminating"]
 
@@ -97,7 +98,7 @@ class Kube:
 
     # --- create, idempotently ----------------------------------------------------------------
 
-    async def create(self, body: Mapping[str, Any]) -> bool:
+    async def create(self, body: KubeObject) -> bool:
         """Create ``body``; False if an object of that name exists already."""
         namespace = body["metadata"]["namespace"]
         kind = body["kind"]
@@ -120,23 +121,23 @@ class Kube:
 
     # --- reads -----------------------------------------------------------------------------
 
-    async def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def read_config_map(self, namespace: str, name: str) -> ConfigMap | None:
         response = await self.core.read_namespaced_config_map(
             name, namespace, _preload_content=False
         )
-        return await _json(response)
+        return cast(ConfigMap | None, await _json(response))
 
-    async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def read_pod(self, namespace: str, name: str) -> Pod | None:
         response = await self.core.read_namespaced_pod(name, namespace, _preload_content=False)
-        return await _json(response)
+        return cast(Pod | None, await _json(response))
 
-    async def warning_events(self, namespace: str, uid: str) -> list[dict[str, Any]]:
+    async def warning_events(self, namespace: str, uid: str) -> list[Event]:
         response = await self.core.list_namespaced_event(
             namespace,
             field_selector=f"involvedObject.uid={uid},type=Warning",
             _preload_content=False,
         )
-        items: list[dict[str, Any]] = (await _json(response) or {}).get("items") or []
+        items: list[Event] = (await _json(response) or {}).get("items") or []
         return items
 
     # --- patches ---------------------------------------------------------------------------
@@ -205,17 +206,17 @@ class Kube:
 
     # --- authentication and events ---------------------------------------------------------
 
-    async def token_review(self, token: str, audience: str) -> dict[str, Any]:
+    async def token_review(self, token: str, audience: str) -> TokenReview:
         body = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenReview",
             "spec": {"token": token, "audiences": [audience]},
         }
         response = await self.authn.create_token_review(body, _preload_content=False)
-        return await _json(response) or {}
+        return cast(TokenReview, await _json(response) or {})
 
     async def event(
-        self, involved: Mapping[str, Any], kind: str, reason: str, message: str, *, warning: bool
+        self, involved: KubeObject, kind: str, reason: str, message: str, *, warning: bool
     ) -> None:
         meta = involved["metadata"]
         body = {

@@ -13,8 +13,9 @@ import logging
 import time
 from collections.abc import Sequence
 
-from fleetsync.controller.cache import Body, Key
+from fleetsync.controller.cache import Key
 from fleetsync.controller.kube import Kube
+from fleetsync.controller.objects import Job, Pod
 
 __all__ = ["PROBE_INTERVAL", "TERMINATING_MEMORY_SECONDS", "NamespaceWatch"]
 
@@ -40,7 +41,7 @@ class NamespaceWatch:
         marked = self.terminating.get(namespace)
         return marked is not None and time.monotonic() - marked < TERMINATING_MEMORY_SECONDS
 
-    async def release(self, key: Key, job: Body | None, pods: Sequence[Body], now: float) -> bool:
+    async def release(self, key: Key, job: Job | None, pods: Sequence[Pod], now: float) -> bool:
         """True when the run's namespace is being deleted; its Job is then deleted.
 
         Probed only when one of the run's pods is being deleted, at most every

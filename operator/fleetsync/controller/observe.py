@@ -15,6 +15,7 @@ from fleetsync.api.durations import human_duration
 from fleetsync.api.v1alpha1.status import (
     Condition,
     FailedItems,
+    FailureCause,
     ItemCounts,
     JobRef,
     Plan,
@@ -23,7 +24,13 @@ from fleetsync.api.v1alpha1.status import (
     Throughput,
 )
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
-from fleetsync.controller.conditions import Health, conditions_for, merge_conditions
+from fleetsync.controller.conditions import (
+    Health,
+    causes_text,
+    conditions_for,
+    merge_conditions,
+)
+from fleetsync.controller.objects import Job, Pod
 from fleetsync.controller.plan import RunPlan
 from fleetsync.coordination.phase import final_phase, too_many_failures
 from fleetsync.coordination.progress import RunProgress
@@ -35,12 +42,12 @@ __all__ = [
     "job_condition",
     "observe",
     "parse_time",
+    "phase_event",
     "pod_problem",
     "rfc3339",
     "stuck_creating",
 ]
 
-Body = Mapping[str, Any]
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.PARTIALLY_SUCCEEDED, Phase.FAILED})
 # Container waiting reasons that will not fix themselves without a user's action.
 _STUCK_REASONS = frozenset(
@@ -72,15 +79,15 @@ def parse_time(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def job_condition(job: Body | None, kind: str) -> Body | None:
+def job_condition(job: Job | None, kind: str) -> dict[str, Any] | None:
     for condition in (job or {}).get("status", {}).get("conditions") or []:
         if condition.get("type") == kind and condition.get("status") == "True":
-            return condition  # type: ignore[no-any-return]
+            return condition
     return None
 
 
 def pod_problem(
-    pods: Iterable[Body],
+    pods: Iterable[Pod],
     now: float,
     grace_seconds: float,
     warnings: Mapping[str, str] | None = None,
@@ -111,7 +118,7 @@ def pod_problem(
     return None
 
 
-def stuck_creating(pods: Iterable[Body], now: float, grace_seconds: float) -> list[Body]:
+def stuck_creating(pods: Iterable[Pod], now: float, grace_seconds: float) -> list[Pod]:
     """Pods still ContainerCreating after the grace period: worth reading their events."""
     out = []
     for pod in pods:
@@ -127,15 +134,21 @@ def stuck_creating(pods: Iterable[Body], now: float, grace_seconds: float) -> li
 
 def observe(
     spec: SyncJobSpec,
-    job: Body | None,
+    job: Job | None,
     items: ItemCounts,
     *,
     stuck: str | None,
+    shard_error: str | None = None,
 ) -> Observation:
-    """The run's phase from its Job and progress (level-based: only current state matters)."""
+    """The run's phase from its Job and progress (level-based: only current state matters).
+
+    ``shard_error`` is the last error a shard reported (its sink down, its config refused):
+    a failed Job's message carries it, so the user reads the cause, not "see the logs"."""
     if job is None:
         return Observation(Phase.PENDING, Reason.PENDING, "creating the run's Job")
     failed = job_condition(job, "Failed")
+    if failed is not None and shard_error:
+        failed = {**failed, "message": f"{failed.get('message', '')}; shard: {shard_error}"}
     if failed is not None:
         reason = failed.get("reason", "")
         if reason == "DeadlineExceeded":
@@ -155,7 +168,7 @@ def observe(
         return Observation(
             Phase.FAILED, Reason.FAILED, f"{reason}: {failed.get('message', '')}", terminal=True
         )
-    max_failures = spec.dead_letter.max_item_failures
+    max_failures = spec.dead_letter
     # The same rule as ``fleetsync run`` once every shard finished; before, only too many
     # failures end a run early.
     verdict = (
@@ -183,7 +196,7 @@ def build_status(
     observation: Observation,
     progress: RunProgress | None,
     plan: RunPlan | None,
-    job: Body | None,
+    job: Job | None,
     now: float,
 ) -> SyncJobStatus:
     """The next status: phase, conditions, counts, vendors, cost, failed-item sample."""
@@ -195,7 +208,11 @@ def build_status(
         observation.phase,
         observation.reason,
         observation.message,
-        Health(open_breakers=open_breakers, failed_items=items.failed),
+        Health(
+            open_breakers=open_breakers,
+            failed_items=items.failed,
+            causes=causes_text(progress.failure_causes()) if progress else "",
+        ),
     )
     job_status = (job or {}).get("status") or {}
     start = previous.start_time
@@ -215,8 +232,11 @@ def build_status(
     shards_total = plan.shards if plan else (previous.shards.total if previous.shards else 0)
     failed_count = items.failed
     sample = progress.failed_sample(FAILED_SAMPLE_MAX) if progress else []
+    causes = progress.failure_causes() if progress else []
     if not sample and previous.failed_items is not None:
         sample = previous.failed_items.sample
+    if not causes and previous.failed_items is not None:
+        causes = previous.failed_items.causes
     return SyncJobStatus(
         phase=observation.phase,
         observed_generation=generation,
@@ -242,12 +262,22 @@ def build_status(
         estimated_completion_time=eta,
         vendors=vendors,
         cost=progress.cost() if progress else previous.cost,
-        failed_items=FailedItems(
-            count=failed_count,
-            sample=sample,
-        ),
+        failed_items=FailedItems(count=failed_count, sample=sample, causes=causes),
         plan=Plan(shards=plan.shards, parallelism=plan.parallelism, reason=plan.reason)
         if plan
         else previous.plan,
         job_ref=JobRef(name=job["metadata"]["name"]) if job else previous.job_ref,
     )
+
+
+def phase_event(observation: Observation, status: Mapping[str, Any]) -> tuple[str, bool]:
+    """The message of a phase change's event, and whether it is a Warning: a run ending with
+    failed items says what failed, by cause (:func:`causes_text`)."""
+    message = f"{observation.phase}: {observation.message}"
+    failed = status.get("failedItems") or {}
+    causes = [FailureCause.model_validate(c) for c in failed.get("causes") or []]
+    warning = observation.phase is Phase.FAILED
+    if causes and observation.terminal:
+        message += f"; failed items by cause: {causes_text(causes)}"
+        warning = warning or observation.phase is Phase.PARTIALLY_SUCCEEDED
+    return message[:1024], warning

@@ -1,8 +1,10 @@
-"""A run's in-memory state, and its progress ConfigMap: load once, write at most every
+"""A run's in-memory state, and its progress ConfigMaps: load once, write at most every
 ``interval`` (or now, for a shard's final report), one write at a time.
 
-A restarted controller rebuilds every run from that ConfigMap, so a report is acknowledged
-as final only once it is written (see intake.py).
+A restarted controller rebuilds every run from those ConfigMaps, so a report is acknowledged
+as final only once it is written (see intake.py). What is kept, and how it is cut into
+parts that each fit a ConfigMap, is :mod:`fleetsync.controller.progress_parts`; here only
+the parts that changed are written, the others first and part 0 last.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 from fleetsync.controller.build import build_config_map, progress_config_map_name
 from fleetsync.controller.cache import Key
 from fleetsync.controller.kube import Kube
+from fleetsync.controller.objects import SyncJobObject
 from fleetsync.controller.plan import RunPlan
+from fleetsync.controller.progress_parts import join_parts, part_count, split_parts
 from fleetsync.coordination.progress import RunProgress
 
-__all__ = ["ProgressStore", "RunState"]
+__all__ = ["ProgressStore", "RunState", "part_name"]
 
 
 @dataclass(slots=True)
@@ -37,6 +41,9 @@ class RunState:
     progress_dirty: bool = False
     progress_written: float = 0.0
     progress_cm_exists: bool = False
+    # The JSON last written to (or read from) each progress part: unchanged parts are not
+    # written again, and a part in here exists.
+    written: dict[int, str] = field(default_factory=dict)
     # Progress came from an earlier controller: it may have granted budgets still in use.
     inherited: bool = False
     status_written: float = 0.0
@@ -56,7 +63,7 @@ class ProgressStore:
     def __init__(
         self,
         kube: Kube,
-        syncjob: Callable[[Key], dict[str, Any] | None],
+        syncjob: Callable[[Key], SyncJobObject | None],
         *,
         interval: float,
     ) -> None:
@@ -68,14 +75,26 @@ class ProgressStore:
         """Restore what a previous controller wrote; once per run."""
         if state.loaded:
             return
-        cm = await self.kube.read_config_map(key[0], progress_config_map_name(key[1]))
+        cm = await self.kube.read_config_map(key[0], part_name(key[1], 0))
         if cm is not None:
             state.progress_cm_exists = True
             raw = (cm.get("data") or {}).get("progress.json")
             if raw:
-                state.progress.restore(json.loads(raw))
+                head = json.loads(raw)
+                state.written[0] = raw
+                parts = [await self._read_part(key, state, i) for i in range(1, part_count(head))]
+                state.progress.restore(join_parts(head, parts))
                 state.inherited = bool(state.progress.views)
         state.loaded = True
+
+    async def _read_part(self, key: Key, state: RunState, index: int) -> dict[str, Any] | None:
+        cm = await self.kube.read_config_map(key[0], part_name(key[1], index))
+        raw = (cm.get("data") or {}).get("progress.json") if cm is not None else None
+        if not raw:
+            return None
+        state.written[index] = raw
+        part: dict[str, Any] = json.loads(raw)
+        return part
 
     async def persist(self, key: Key, state: RunState, *, force: bool = False) -> None:
         """Write the run's progress if it changed and ``interval`` has passed (or ``force``)."""
@@ -85,20 +104,25 @@ class ProgressStore:
                 return
             if not force and now - state.progress_written < self.interval:
                 return
-            snapshot = json.dumps(state.progress.snapshot(), separators=(",", ":"))
+            parts = split_parts(state.progress.snapshot(), state.progress.shards)
             # Cleared before the write: a report accepted while it is in flight marks the
             # run dirty again instead of being taken for written.
             state.progress_dirty = False
             try:
-                await self._write(key, state, {"progress.json": snapshot})
+                # Part 0 last: it names the parts, and holds the run-wide totals.
+                for index in [*range(1, len(parts)), 0]:
+                    if state.written.get(index) != parts[index]:
+                        await self._write(key, state, index, {"progress.json": parts[index]})
+                        state.written[index] = parts[index]
             except BaseException:
                 state.progress_dirty = True
                 raise
             state.progress_written = now
 
-    async def _write(self, key: Key, state: RunState, data: dict[str, str]) -> None:
-        name = progress_config_map_name(key[1])
-        if state.progress_cm_exists:
+    async def _write(self, key: Key, state: RunState, index: int, data: dict[str, str]) -> None:
+        name = part_name(key[1], index)
+        exists = state.progress_cm_exists if index == 0 else index in state.written
+        if exists:
             await self.kube.replace_config_map_data(key[0], name, data)
             return
         body = self._syncjob(key)
@@ -109,4 +133,11 @@ class ProgressStore:
         cm["data"] = data
         if not await self.kube.create(cm):
             await self.kube.replace_config_map_data(key[0], name, data)
-        state.progress_cm_exists = True
+        if index == 0:
+            state.progress_cm_exists = True
+
+
+def part_name(run: str, index: int) -> str:
+    """The ConfigMap of progress part ``index``: part 0 keeps the name it always had."""
+    base = progress_config_map_name(run)
+    return base if index == 0 else f"{base}-{index}"

@@ -27,6 +27,7 @@ from typing_extensions import is_typeddict
 
 from fleetsync.api.progress import ReportWire
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
+from fleetsync.controller.objects import Job, KubeObject, Pod
 from fleetsync.worker.vendors import limit_for
 
 __all__ = [
@@ -88,7 +89,7 @@ class RunView:
     """What the controller knows of a run, to judge its reporters by."""
 
     syncjob_uid: str
-    job: Body | None
+    job: Job | None
     shards: int
     service_account: str
     may_want: Callable[[str], bool]
@@ -124,14 +125,14 @@ def allowed_keys(spec: SyncJobSpec) -> Callable[[str], bool]:
     return lambda key: key in frozen or (per_vendor and key.startswith("vendor:"))
 
 
-def _controller_uid(body: Body) -> str | None:
+def _controller_uid(body: KubeObject) -> str | None:
     for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("controller"):
             return str(ref.get("uid"))
     return None
 
 
-def _shard_of(pod: Body, shards: int) -> int | None:
+def _shard_of(pod: Pod, shards: int) -> int | None:
     index = ((pod.get("metadata") or {}).get("annotations") or {}).get(COMPLETION_INDEX)
     if not isinstance(index, str) or not _CANONICAL_INDEX.fullmatch(index):
         return None
@@ -140,7 +141,7 @@ def _shard_of(pod: Body, shards: int) -> int | None:
 
 
 def check_reporter(
-    identity: Identity, report: ReportWire, pod: Body, view: RunView
+    identity: Identity, report: ReportWire, pod: Pod, view: RunView
 ) -> Refusal | None:
     """None when ``pod`` (the token's) may send ``report`` for the run ``view`` shows."""
     meta = pod.get("metadata") or {}

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fleetsync.api.constants import API_VERSION, GROUP, VERSION
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 from fleetsync.controller.build import owner_reference
 from fleetsync.controller.kube import ApiException, Kube, connect
+from fleetsync.controller.objects import ConfigMap, SyncJobObject
 from fleetsync.worker.secrets import SecretResolver
 from fleetsync.worker.sinkfactory import build_sink
 
@@ -60,18 +61,17 @@ async def retry_failed_in_cluster(
                 "spec": body,
             },
         )  # fmt: skip
-        await kube.create(
-            {
+        letters_map: ConfigMap = {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": {
                     "name": retry,
                     "namespace": namespace,
-                    "ownerReferences": [owner_reference(created)],
+                    "ownerReferences": [owner_reference(cast(SyncJobObject, created))],
                 },
                 "data": {ITEMS_KEY: "".join(json.dumps(dict(le.item)) + "\n" for le in letters)},
-            }
-        )
+            }  # fmt: skip
+        await kube.create(letters_map)
         return retry
     finally:
         await kube.close()

@@ -29,6 +29,7 @@ from fleetsync.controller.intake import ReportIntake
 from fleetsync.controller.kube import Kube, is_namespace_terminating
 from fleetsync.controller.metrics import ControllerMetrics
 from fleetsync.controller.namespaces import NamespaceWatch
+from fleetsync.controller.objects import Pod, TokenReviewStatus
 from fleetsync.controller.progress_store import ProgressStore, RunState
 from fleetsync.controller.reportauth import RunView, allowed_keys
 from fleetsync.controller.schedules import (
@@ -186,12 +187,12 @@ class Controller:
             return False
         return True
 
-    async def find_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+    async def find_pod(self, namespace: str, name: str) -> Pod | None:
         """From the cache, else from the API (the watch may lag behind a new pod)."""
         pod = self.cache.pods.get((namespace, name))
         return pod if pod is not None else await self.kube.read_pod(namespace, name)
 
-    async def review_token(self, token: str) -> Mapping[str, Any]:
+    async def review_token(self, token: str) -> TokenReviewStatus:
         """The API server's TokenReview status for a worker's token."""
         review = await self.kube.token_review(token, TOKEN_AUDIENCE)
         return review.get("status") or {}

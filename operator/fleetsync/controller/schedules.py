@@ -28,6 +28,7 @@ from fleetsync.controller.cache import Body, Key
 from fleetsync.controller.conditions import merge_conditions
 from fleetsync.controller.kube import Kube
 from fleetsync.controller.metrics import ControllerMetrics
+from fleetsync.controller.objects import SyncJobObject, SyncScheduleObject
 from fleetsync.controller.observe import TERMINAL, parse_time, rfc3339
 from fleetsync.controller.schedule import NeverFires, due_tick, next_tick, run_name, run_now_name
 
@@ -57,7 +58,7 @@ class ScheduleEvent:
 @dataclass(frozen=True, slots=True)
 class NewRun:
     name: str
-    body: dict[str, Any]
+    body: SyncJobObject
     announce: bool  # a RunCreated event once created (scheduled runs, not run-now)
 
 
@@ -73,7 +74,9 @@ class ScheduleDecision:
     status: dict[str, Any] = field(default_factory=dict)
 
 
-def run_body(schedule: Body, spec: SyncScheduleSpec, name: str, tick: float) -> dict[str, Any]:
+def run_body(
+    schedule: SyncScheduleObject, spec: SyncScheduleSpec, name: str, tick: float
+) -> SyncJobObject:
     """A SyncJob from the schedule's template, owned by the schedule."""
     meta = schedule["metadata"]
     template = spec.job_template
@@ -103,14 +106,14 @@ def run_body(schedule: Body, spec: SyncScheduleSpec, name: str, tick: float) -> 
     }
 
 
-def _phase(run: Body) -> Any:
+def _phase(run: SyncJobObject) -> Any:
     return (run.get("status") or {}).get("phase")
 
 
 def _run_now(
-    schedule: Body,
+    schedule: SyncScheduleObject,
     spec: SyncScheduleSpec,
-    runs: Sequence[Body],
+    runs: Sequence[SyncJobObject],
     now: float,
     status: dict[str, Any],
     decision: ScheduleDecision,
@@ -127,9 +130,9 @@ def _run_now(
 
 
 def _scheduled(
-    schedule: Body,
+    schedule: SyncScheduleObject,
     spec: SyncScheduleSpec,
-    active: Sequence[Body],
+    active: Sequence[SyncJobObject],
     now: float,
     status: dict[str, Any],
     decision: ScheduleDecision,
@@ -161,7 +164,7 @@ def _scheduled(
     return last
 
 
-def _history(spec: SyncScheduleSpec, runs: Sequence[Body]) -> list[str]:
+def _history(spec: SyncScheduleSpec, runs: Sequence[SyncJobObject]) -> list[str]:
     """Finished runs past the history limits, oldest first."""
     finished = [r for r in runs if _phase(r) in TERMINAL]
     ok = [r for r in finished if _phase(r) != Phase.FAILED]
@@ -176,7 +179,7 @@ def _history(spec: SyncScheduleSpec, runs: Sequence[Body]) -> list[str]:
 
 
 def plan_schedule(
-    schedule: Body, spec: SyncScheduleSpec, runs: Sequence[Body], now: float
+    schedule: SyncScheduleObject, spec: SyncScheduleSpec, runs: Sequence[SyncJobObject], now: float
 ) -> ScheduleDecision:
     """Everything one reconcile of ``schedule`` does, given its runs (oldest first)."""
     namespace = schedule["metadata"]["namespace"]
@@ -211,7 +214,7 @@ def plan_schedule(
     return decision
 
 
-def plan_invalid(schedule: Body, problem: str, now: float) -> ScheduleDecision:
+def plan_invalid(schedule: SyncScheduleObject, problem: str, now: float) -> ScheduleDecision:
     """A spec that fails validation: no runs, no next run; Stalled, and one Warning event
     per spec generation."""
     status = dict(schedule.get("status") or {})
@@ -235,7 +238,7 @@ def _condition(kind: str, true: bool, reason: str, message: str = "") -> Conditi
 
 
 def _health(
-    schedule: Body,
+    schedule: SyncScheduleObject,
     status: dict[str, Any],
     decision: ScheduleDecision,
     *,
@@ -280,7 +283,11 @@ def _health(
 
 
 async def apply_schedule(
-    kube: Kube, metrics: ControllerMetrics, schedule: Body, key: Key, decision: ScheduleDecision
+    kube: Kube,
+    metrics: ControllerMetrics,
+    schedule: SyncScheduleObject,
+    key: Key,
+    decision: ScheduleDecision,
 ) -> None:
     """Carry ``decision`` out; a run that already existed (409) is not listed as created."""
     for name in decision.replace:

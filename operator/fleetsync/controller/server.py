@@ -19,8 +19,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 from cachetools import TTLCache
@@ -29,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from fleetsync.api.progress import FINAL_STATES, ReplyWire, ReportWire
 from fleetsync.controller.build import LABEL_RUN, TOKEN_AUDIENCE
 from fleetsync.controller.metrics import ControllerMetrics
+from fleetsync.controller.objects import Pod, TokenReviewStatus
 from fleetsync.controller.reportauth import (
     Identity,
     Refusal,
@@ -53,11 +53,11 @@ class ReportDesk(Protocol):
 
     async def persist_run(self, namespace: str, run: str) -> bool: ...
 
-    async def find_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+    async def find_pod(self, namespace: str, name: str) -> Pod | None: ...
 
     def run_view(self, namespace: str, run: str) -> RunView | None: ...
 
-    async def review_token(self, token: str) -> Mapping[str, Any]: ...
+    async def review_token(self, token: str) -> TokenReviewStatus: ...
 
     def healthy(self) -> bool: ...
 
@@ -80,7 +80,7 @@ class TokenReviewer:
         return identity
 
     @staticmethod
-    def _identity(status: Mapping[str, Any]) -> Identity | None:
+    def _identity(status: TokenReviewStatus) -> Identity | None:
         if not status.get("authenticated") or TOKEN_AUDIENCE not in (status.get("audiences") or []):
             return None
         user = status.get("user") or {}
@@ -91,8 +91,13 @@ class TokenReviewer:
         pods = extra.get(_POD_NAME) or []
         if not pods:
             return None  # not a pod-bound token: cannot be tied to a shard
-        uids = extra.get(_POD_UID) or [None]
-        return Identity(namespace=parts[2], service_account=parts[3], pod=pods[0], pod_uid=uids[0])
+        uids = extra.get(_POD_UID) or []
+        return Identity(
+            namespace=parts[2],
+            service_account=parts[3],
+            pod=pods[0],
+            pod_uid=uids[0] if uids else None,
+        )
 
 
 def _refuse(refusal: Refusal) -> web.Response:
@@ -124,7 +129,7 @@ class ReportServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _pod(self, identity: Identity) -> Mapping[str, Any] | None:
+    async def _pod(self, identity: Identity) -> Pod | None:
         pod = await self.desk.find_pod(identity.namespace, identity.pod)
         if pod is None:
             return None

@@ -18,16 +18,18 @@ from fleetsync.api.constants import Phase
 from fleetsync.api.v1alpha1.status import SyncJobStatus
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 from fleetsync.controller.build import LABEL_SCHEDULE, build_config_map, build_job
-from fleetsync.controller.cache import Body, Key, WatchCache
+from fleetsync.controller.cache import Key, WatchCache
 from fleetsync.controller.kube import Kube
 from fleetsync.controller.metrics import ControllerMetrics
 from fleetsync.controller.namespaces import NamespaceWatch
+from fleetsync.controller.objects import Job, KubeObject, Pod, SyncJobObject
 from fleetsync.controller.observe import (
     TERMINAL,
     Observation,
     build_status,
     observe,
     parse_time,
+    phase_event,
     pod_problem,
     stuck_creating,
 )
@@ -40,9 +42,10 @@ from fleetsync.coordination.progress import RunProgress, expected_total
 __all__ = ["SyncJobReconciler", "new_run_state", "owned", "stamp_generation"]
 
 log = logging.getLogger("fleetsync.controller")
+Status = Mapping[str, Any]  # a SyncJob's .status, as stored or as just built
 
 
-def owned(child: Body, owner: Body) -> bool:
+def owned(child: KubeObject, owner: KubeObject) -> bool:
     """``child`` names ``owner`` as its controller."""
     uid = owner["metadata"]["uid"]
     refs = child["metadata"].get("ownerReferences") or []
@@ -111,14 +114,18 @@ class SyncJobReconciler:
             return
         await self._ensure_job(key, body, state, job, now)
         observation = observe(
-            state.spec, job, state.progress.items(), stuck=await self._stuck(key, pods, now)
+            state.spec,
+            job,
+            state.progress.items(),
+            stuck=await self._stuck(key, pods, now),
+            shard_error=state.progress.last_error(),
         )
         # A terminal run: reports may still be in flight; the Job's completion means every
         # shard is done, so write now.
         await self.store.persist(key, state, force=observation.terminal)
         await self._write_status(key, body, state, observation, job, now)
 
-    async def _finished(self, key: Key, body: Body, status: Body, now: float) -> None:
+    async def _finished(self, key: Key, body: SyncJobObject, status: Status, now: float) -> None:
         """A finished run is not run again: its spec is frozen once it started. Its status
         still observes every generation (kstatus and ``kubectl wait`` read that), and a
         spec refused as invalid before any Job existed is checked again once edited."""
@@ -141,13 +148,13 @@ class SyncJobReconciler:
         await self._expire(key, body, status, now)
         self.forget(key)
 
-    def _recheck(self, key: Key, status: Body, generation: int | None) -> bool:
+    def _recheck(self, key: Key, status: Status, generation: int | None) -> bool:
         """Failed as InvalidSpec without a Job, and edited since."""
         if status.get("phase") != Phase.FAILED or status.get("observedGeneration") == generation:
             return False
         return self.cache.jobs.get(key) is None and _refused_as_invalid(status)
 
-    async def run_state(self, key: Key, body: Body) -> RunState | None:
+    async def run_state(self, key: Key, body: SyncJobObject) -> RunState | None:
         """The run's state, created from its spec on first sight; None for an invalid spec."""
         state = self.runs.get(key)
         uid = body["metadata"]["uid"]
@@ -167,7 +174,7 @@ class SyncJobReconciler:
         return state
 
     async def write_invalid(
-        self, key: Key, body: Body, message: str, *, again: bool = False
+        self, key: Key, body: SyncJobObject, message: str, *, again: bool = False
     ) -> None:
         """Fail the run as InvalidSpec (once; ``again`` for an edited spec still invalid)."""
         status = body.get("status") or {}
@@ -186,7 +193,7 @@ class SyncJobReconciler:
         await self.kube.patch_syncjob_status(*key, new.model_dump(mode="json", by_alias=True))
 
     async def _ensure_job(
-        self, key: Key, body: Body, state: RunState, job: Body | None, now: float
+        self, key: Key, body: SyncJobObject, state: RunState, job: Job | None, now: float
     ) -> None:
         if job is not None:
             await self._align_job(key, state, job, now)
@@ -199,7 +206,7 @@ class SyncJobReconciler:
         if created:
             await self.kube.event(body, "SyncJob", "Planned", state.plan.reason, warning=False)
 
-    async def _align_job(self, key: Key, state: RunState, job: Body, now: float) -> None:
+    async def _align_job(self, key: Key, state: RunState, job: Job, now: float) -> None:
         spec = job.get("spec") or {}
         patch: dict[str, Any] = {}
         if bool(spec.get("suspend")) != state.spec.suspend:
@@ -238,7 +245,7 @@ class SyncJobReconciler:
             )
         return state.plan.parallelism
 
-    async def _stuck(self, key: Key, pods: Sequence[Body], now: float) -> str | None:
+    async def _stuck(self, key: Key, pods: Sequence[Pod], now: float) -> str | None:
         """Why the run's pods cannot start, with the latest Warning event of each."""
         grace = self.settings.pod_start_grace
         warnings: dict[str, str] = {}
@@ -252,10 +259,10 @@ class SyncJobReconciler:
     async def _write_status(
         self,
         key: Key,
-        body: Body,
+        body: SyncJobObject,
         state: RunState,
         observation: Observation,
-        job: Body | None,
+        job: Job | None,
         now: float,
     ) -> None:
         new = build_status(
@@ -280,18 +287,13 @@ class SyncJobReconciler:
         self.metrics.observe_run(_owner_of(body), key[0], new)
 
     async def _announce(
-        self, key: Key, body: Body, state: RunState, observation: Observation, new: Body
+        self, key: Key, body: SyncJobObject, state: RunState, observation: Observation, new: Status
     ) -> None:
         """Events for a phase change and for each vendor's breaker opening or closing."""
         if state.phase != observation.phase:
             log.info("run %s/%s: %s (%s)", key[0], key[1], observation.phase, observation.reason)
-            await self.kube.event(
-                body,
-                "SyncJob",
-                observation.reason,
-                f"{observation.phase}: {observation.message}",
-                warning=observation.phase is Phase.FAILED,
-            )
+            message, warning = phase_event(observation, new)
+            await self.kube.event(body, "SyncJob", observation.reason, message, warning=warning)
             state.phase = observation.phase
         for vendor in new.get("vendors") or []:
             before = state.breakers.get(vendor["name"], "Closed")
@@ -305,14 +307,14 @@ class SyncJobReconciler:
                 )
                 state.breakers[vendor["name"]] = vendor["breaker"]
 
-    async def _expire(self, key: Key, body: Body, status: Body, now: float) -> None:
+    async def _expire(self, key: Key, body: SyncJobObject, status: Status, now: float) -> None:
         ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
         finished = parse_time(status.get("completionTime"))
         if ttl is not None and finished is not None and now >= finished + ttl:
             await self.kube.delete_syncjob(*key)
 
 
-def stamp_generation(status: Body, generation: int | None) -> dict[str, Any] | None:
+def stamp_generation(status: Status, generation: int | None) -> dict[str, Any] | None:
     """``status`` with ``observedGeneration`` (top level and on each condition) at
     ``generation``; None when it already is."""
     conditions = list(status.get("conditions") or [])
@@ -327,13 +329,13 @@ def stamp_generation(status: Body, generation: int | None) -> dict[str, Any] | N
     }
 
 
-def _refused_as_invalid(status: Body) -> bool:
+def _refused_as_invalid(status: Status) -> bool:
     return any(
         c.get("type") == "Failed" and c.get("reason") == "InvalidSpec"
         for c in status.get("conditions") or []
     )
 
 
-def _owner_of(body: Body) -> str:
+def _owner_of(body: SyncJobObject) -> str:
     labels = (body.get("metadata") or {}).get("labels") or {}
     return str(labels.get(LABEL_SCHEDULE) or body["metadata"]["name"])

@@ -39,12 +39,21 @@ departed holder's seat is idle until its reservation lapses; a change of rate wa
 old grid's reservations (at most ``reservation_seconds``), with leases of the old grid going
 on meanwhile. Keys are shared within one coordinator: the controller's book per namespace,
 or one ``fleetsync run``.
+
+Work stays bounded however many keys and runs come and go (issue 14, item 5). A renewal
+touches only the keys its holder wants or held before, not every key of the book. A key is
+dropped once nothing about it can matter any more: no holder, and every grant handed out
+under it (leases, reservations, pending splits already handed out) has lapsed — dropping it
+then is the same as never having seen it. Keys nobody renews any more are found by a small
+sweep on every call (the least recently visited ones first, a few at a time), so a key whose
+last holder crashed expires too, about ``reservation_seconds`` after its last renewal.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fleetsync.api.progress import GrantWire
@@ -60,6 +69,9 @@ __all__ = ["BudgetBook"]
 
 _ALL_SEATS = frozenset(range(SEATS))
 _RESERVABLE = frozenset(range(RESERVABLE_SEATS))
+# Each call visits at most this many keys nobody has visited for a lease (plus one per key
+# the caller names): enough to keep up with keys going idle, bounded per call.
+SWEEP_BATCH = 8
 
 
 @dataclass(slots=True)
@@ -94,6 +106,7 @@ class _Key:
     replaced: list[_Split] = field(default_factory=list)
     reserved: dict[str, _Reservation] = field(default_factory=dict)  # by holder
     ended: list[_Reservation] = field(default_factory=list)  # lapsing: seats still taken
+    visited: float = 0.0  # when it was last advanced (the sweep visits the oldest first)
 
     def rate(self) -> float | None:
         rates = [self.declared[h] for h in self.last_seen if h in self.declared]
@@ -108,13 +121,27 @@ class _Key:
     def splits(self) -> list[_Split]:
         return [s for s in (self.current, self.following) if s is not None] + self.replaced
 
+    def idle(self) -> bool:
+        """No holder, and no grant of it may still be in use: forgetting it changes nothing.
+        (Call after ``BudgetBook._advance``, which drops what has lapsed.)"""
+        return not (
+            self.last_seen
+            or self.reserved
+            or self.ended
+            or self.replaced
+            or self.current is not None
+            or (self.following is not None and self.following.handed)
+        )
+
 
 class BudgetBook:
     def __init__(self, timing: LeaseTiming | None = None) -> None:
         self.timing = timing or LeaseTiming()
         self.lease = self.timing.lease_seconds
         self.holder_timeout = self.timing.holder_timeout
-        self._keys: dict[str, _Key] = {}
+        # Least recently advanced first: the sweep's order.
+        self._keys: OrderedDict[str, _Key] = OrderedDict()
+        self._held: dict[str, set[str]] = {}  # holder -> the keys it holds
         # A restarted coordinator cannot know the grants its predecessor gave: hand out
         # nothing that could overlap them before they have surely lapsed.
         self._not_before = 0.0
@@ -134,28 +161,47 @@ class BudgetBook:
         lease, and its reservation)."""
         grants: dict[str, list[GrantWire]] = {}
         for key, rate in wants.items():
-            state = self._keys.setdefault(key, _Key())
+            state = self._keys.get(key)
+            if state is None:
+                state = self._keys[key] = _Key()
             state.last_seen[holder] = now
             state.declared[holder] = rate
-        for key, state in self._keys.items():
-            if key not in wants:
+        for key in self._held.get(holder, set()) - wants.keys():
+            state = self._keys.get(key)
+            if state is not None:
                 self._forget(state, holder)
-            self._advance(state, now)
-            if key in wants:
-                grants[key] = self._grants_of(state, holder, now)
+                self._visit(key, state, now)
+        if wants:
+            self._held[holder] = set(wants)
+        else:
+            self._held.pop(holder, None)
+        for key in wants:
+            state = self._keys[key]
+            self._visit(key, state, now)
+            grants[key] = self._grants_of(state, holder, now)
+        self._sweep(now, SWEEP_BATCH + len(wants))
         return grants
 
     def release(self, holder: str, now: float) -> None:
-        for state in self._keys.values():
-            self._forget(state, holder)
-            self._advance(state, now)
+        for key in self._held.pop(holder, set()):
+            state = self._keys.get(key)
+            if state is not None:
+                self._forget(state, holder)
+                self._visit(key, state, now)
+        self._sweep(now, SWEEP_BATCH)
 
     def release_all(self, prefix: str, now: float) -> None:
         """Release every holder whose name starts with ``prefix`` (a deleted run's pods)."""
-        names = {h for state in self._keys.values() for h in state.last_seen}
-        for name in names:
-            if name.startswith(prefix):
-                self.release(name, now)
+        for name in [h for h in self._held if h.startswith(prefix)]:
+            self.release(name, now)
+
+    def tracked_keys(self) -> list[str]:
+        """The keys the book still tracks (held, or with grants not yet lapsed)."""
+        return sorted(self._keys)
+
+    def expire(self, now: float) -> None:
+        """Visit every key now (the sweep does it a few at a time on every call)."""
+        self._sweep(now, len(self._keys))
 
     def holders(self, key: str) -> list[str]:
         state = self._keys.get(key)
@@ -169,6 +215,30 @@ class BudgetBook:
 
     # --- the decisions -----------------------------------------------------------------------
 
+    def _visit(self, key: str, state: _Key, now: float) -> None:
+        """Advance ``key`` to ``now``; drop it when idle, else move it to the sweep's end."""
+        self._advance(key, state, now)
+        state.visited = now
+        if state.idle():
+            del self._keys[key]
+        else:
+            self._keys.move_to_end(key)
+
+    def _sweep(self, now: float, budget: int) -> None:
+        """Visit up to ``budget`` keys nobody has visited for a lease, oldest first: their
+        silent holders time out and, once every grant has lapsed, the key goes."""
+        stale = self._stale(now, budget)
+        for key in stale:
+            self._visit(key, self._keys[key], now)
+
+    def _stale(self, now: float, budget: int) -> Iterable[str]:
+        out: list[str] = []
+        for key, state in self._keys.items():
+            if len(out) >= budget or now - state.visited < self.lease:
+                break
+            out.append(key)
+        return out
+
     def _forget(self, state: _Key, holder: str) -> None:
         state.last_seen.pop(holder, None)
         state.declared.pop(holder, None)
@@ -177,10 +247,11 @@ class BudgetBook:
             reservation.ended = True
             state.ended.append(reservation)
 
-    def _advance(self, state: _Key, now: float) -> None:
+    def _advance(self, key: str, state: _Key, now: float) -> None:
         for holder, seen in list(state.last_seen.items()):
             if now - seen > self.holder_timeout:
                 self._forget(state, holder)
+                self._unhold(holder, key)
         state.ended = [r for r in state.ended if r.until > now]
         state.replaced = [r for r in state.replaced if r.until > now]
         if state.following is not None and state.following.start <= now:
@@ -206,6 +277,13 @@ class BudgetBook:
         ):
             return
         self._new_split(state, wanted, rate, newcomers, now)
+
+    def _unhold(self, holder: str, key: str) -> None:
+        held = self._held.get(holder)
+        if held is not None:
+            held.discard(key)
+            if not held:
+                del self._held[holder]
 
     def _forget_reservation(self, state: _Key, holder: str) -> None:
         reservation = state.reserved.pop(holder)

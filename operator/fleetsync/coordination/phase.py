@@ -11,15 +11,18 @@ in this order (the first that holds decides):
 2. **All failed.** Some items failed and not one was synced, unchanged, fresh or stale:
    Failed with ``AllItemsFailed`` (``fleetsync run`` exits 1). Nothing was kept in sync, so
    calling it partial would be wrong however ``deadLetter.maxItemFailures`` is set.
-3. **Too many failed.** More than ``deadLetter.maxItemFailures`` items failed: Failed with
+3. **Too many failed.** More than ``deadLetter.maxItemFailures`` items failed, or failed
+   items are more than ``deadLetter.maxItemFailurePercent`` % of the total: Failed with
    ``TooManyItemFailures``. (The controller also applies this while the run goes on, see
-   :func:`too_many_failures`.)
+   :func:`too_many_failures`, the count only: a total still growing would overstate the
+   percentage.)
 4. **Some failed.** PartiallySucceeded: the failed items are dead-lettered for
    ``fleetsync retry-failed``.
 5. Otherwise Succeeded.
 
-An absolute ``maxItemFailures`` cannot fit 100 and 100,000 items with one default; a
-fraction (``maxItemFailurePercent``) would, and slots in as step 3's second test.
+An absolute ``maxItemFailures`` cannot fit 100 and 100,000 items with one default; the
+fraction (``maxItemFailurePercent``) does. Callers pass the spec's ``deadLetter`` (an int is
+read as ``maxItemFailures`` alone).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 
 from fleetsync.api.constants import Phase, Reason
 from fleetsync.api.v1alpha1.status import ItemCounts
+from fleetsync.api.v1alpha1.syncjob import DeadLetterPolicy
 
 __all__ = ["Verdict", "final_phase", "too_many_failures"]
 
@@ -43,18 +47,43 @@ def _counted(items: ItemCounts) -> int:
     return items.synced + items.unchanged + items.fresh + items.stale + items.failed
 
 
-def too_many_failures(items: ItemCounts, max_item_failures: int) -> Verdict | None:
-    """Failed as soon as more items failed than the spec allows (a run may stop early)."""
-    if items.failed <= max_item_failures:
-        return None
-    return Verdict(
-        Phase.FAILED,
-        Reason.TOO_MANY_FAILURES,
-        f"{items.failed} items failed, over deadLetter.maxItemFailures={max_item_failures}",
-    )
+def _policy(limits: DeadLetterPolicy | int) -> DeadLetterPolicy:
+    if isinstance(limits, DeadLetterPolicy):
+        return limits
+    return DeadLetterPolicy(max_item_failures=limits)
 
 
-def final_phase(items: ItemCounts, max_item_failures: int) -> Verdict:
+def too_many_failures(
+    items: ItemCounts, max_item_failures: DeadLetterPolicy | int, *, finished: bool = False
+) -> Verdict | None:
+    """Failed as soon as more items failed than the spec allows (a run may stop early);
+    the percentage only once the run ``finished`` (its total is final)."""
+    policy = _policy(max_item_failures)
+    if items.failed > policy.max_item_failures:
+        return Verdict(
+            Phase.FAILED,
+            Reason.TOO_MANY_FAILURES,
+            f"{items.failed} items failed, over deadLetter.maxItemFailures="
+            f"{policy.max_item_failures}",
+        )
+    percent = policy.max_item_failure_percent
+    if (
+        finished
+        and percent is not None
+        and items.total > 0
+        and items.failed * 100 > percent * items.total
+    ):
+        return Verdict(
+            Phase.FAILED,
+            Reason.TOO_MANY_FAILURES,
+            f"{items.failed} of {items.total} items failed "
+            f"({items.failed * 100 / items.total:.3g}%), over "
+            f"deadLetter.maxItemFailurePercent={percent:g}",
+        )
+    return None
+
+
+def final_phase(items: ItemCounts, max_item_failures: DeadLetterPolicy | int) -> Verdict:
     """The phase of a run whose shards all finished (the rule is in the module docstring)."""
     counted = _counted(items)
     if items.remaining > 0 or counted != items.total:
@@ -73,7 +102,7 @@ def final_phase(items: ItemCounts, max_item_failures: int) -> Verdict:
             Reason.ALL_ITEMS_FAILED,
             f"all {items.failed} items failed and were dead-lettered; none synced",
         )
-    too_many = too_many_failures(items, max_item_failures)
+    too_many = too_many_failures(items, max_item_failures, finished=True)
     if too_many is not None:
         return too_many
     if items.failed:

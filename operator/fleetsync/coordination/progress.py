@@ -26,8 +26,22 @@ from enum import Enum
 from typing import Any
 
 from fleetsync.api.constants import BreakerState, ItemOutcome
-from fleetsync.api.progress import CheckpointWire, FailedWire, ReportWire, VendorWire
-from fleetsync.api.v1alpha1.status import Cost, FailedItem, ItemCounts, VendorStatus
+from fleetsync.api.progress import (
+    MAX_CAUSES,
+    SNAPSHOT_CAUSES,
+    CheckpointWire,
+    FailedWire,
+    ReportWire,
+    VendorWire,
+    bound_causes,
+)
+from fleetsync.api.v1alpha1.status import (
+    Cost,
+    FailedItem,
+    FailureCause,
+    ItemCounts,
+    VendorStatus,
+)
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 
 __all__ = ["Intake", "RunProgress", "ShardView", "expected_total"]
@@ -74,6 +88,7 @@ def _advances(stored: CheckpointWire | None, new: CheckpointWire, *, complete: b
 class _Retired:
     cost: Counter[str] = field(default_factory=Counter)
     vendors: dict[str, Counter[str]] = field(default_factory=dict)
+    causes: Counter[str] = field(default_factory=Counter)
 
 
 class RunProgress:
@@ -135,6 +150,10 @@ class RunProgress:
 
     def _retire(self, report: ReportWire) -> None:
         self._retired.cost.update(dict(report["cost"]))
+        causes = self._retired.causes
+        causes.update(report.get("causes") or {})
+        if len(causes) > MAX_CAUSES + 1:  # many replaced pods: stay bounded, totals kept
+            self._retired.causes = Counter(bound_causes(causes, MAX_CAUSES))
         for vendor in report["vendors"]:
             counts = self._retired.vendors.setdefault(vendor["name"], Counter())
             counts.update(
@@ -155,6 +174,9 @@ class RunProgress:
                     **view.report,
                     "failedSample": view.report["failedSample"][:sample_per_shard],
                 }
+                if view.report.get("causes"):
+                    causes = view.report.get("causes") or {}
+                    report["causes"] = bound_causes(causes, SNAPSHOT_CAUSES)
             views[str(shard)] = {
                 "pod": view.pod,
                 "state": view.state,
@@ -169,6 +191,7 @@ class RunProgress:
             "retired": {
                 "cost": dict(self._retired.cost),
                 "vendors": {k: dict(v) for k, v in self._retired.vendors.items()},
+                "causes": bound_causes(self._retired.causes, SNAPSHOT_CAUSES),
             },
         }
 
@@ -190,6 +213,7 @@ class RunProgress:
         self._retired.cost.update(retired.get("cost", {}))
         for name, counts in retired.get("vendors", {}).items():
             self._retired.vendors.setdefault(name, Counter()).update(counts)
+        self._retired.causes.update(retired.get("causes", {}))
 
     def resume_for(self, shard: int) -> CheckpointWire | None:
         return self._checkpoints.get(shard)
@@ -311,6 +335,25 @@ class RunProgress:
             FailedItem(key=f["key"], reason=f["reason"], attempts=f["attempts"])
             for f in sample[:limit]
         ]
+
+    def last_error(self) -> str | None:
+        """The error of the shard that reported one last (a failed shard says why)."""
+        reported = [
+            (view.updated, view.report["error"])
+            for view in self.views.values()
+            if view.report is not None and view.report.get("error")
+        ]
+        return max(reported)[1] if reported else None
+
+    def failure_causes(self, limit: int = MAX_CAUSES) -> list[FailureCause]:
+        """Every failure of the run counted by cause (api.progress.cause_of), most frequent
+        first; past ``limit`` causes the rest are summed as ``other``."""
+        totals: Counter[str] = Counter(self._retired.causes)
+        for view in self.views.values():
+            if view.report:
+                totals.update(view.report.get("causes") or {})
+        ranked = bound_causes(totals, limit)
+        return [FailureCause(cause=c, count=n) for c, n in ranked.items()]
 
 
 def _held_lower(vendor: VendorWire) -> str | None:

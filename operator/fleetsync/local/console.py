@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from fleetsync.api.constants import ExitCode, Reason
+from fleetsync.api.constants import ExitCode, Phase, Reason
 from fleetsync.coordination.progress import RunProgress
 from fleetsync.local.runner import LocalRun, RunOptions
 from fleetsync.local.summary import RunSummary, exit_code_for
@@ -80,6 +80,13 @@ def run_with_console(options: RunOptions, *, output: str) -> int:
     run = LocalRun(options)
     run.prepare()
     err = Console(stderr=True)
+    if run.spec is not None and run.spec.sink is None:
+        sqlite = run.spec.resolved_sink.sqlite
+        assert sqlite is not None
+        where = options.manifest.parent / sqlite.path
+        sys.stderr.write(
+            f"note: spec.sink is not set: data goes to SQLite {where}, table {sqlite.table}\n"
+        )
     if output == "text" and err.is_terminal:
         with Progress(
             TextColumn("[bold]{task.fields[name]}"),
@@ -107,6 +114,8 @@ def run_with_console(options: RunOptions, *, output: str) -> int:
     else:
         run.on_progress = plain_progress(run.name, sys.stderr.write)
         summary = asyncio.run(_run(run))
+    if run.coordinator is not None:
+        _complete(summary, run.coordinator.progress)
     if output == "json":
         sys.stdout.write(summary.json_line() + "\n")
     else:
@@ -115,6 +124,16 @@ def run_with_console(options: RunOptions, *, output: str) -> int:
     if summary.reason == Reason.INVALID_SPEC:
         return ExitCode.INVALID_CONFIG
     return exit_code_for(summary.phase)
+
+
+def _complete(summary: RunSummary, progress: RunProgress) -> None:
+    """What the summary may lack from the shards' reports: the failures by cause, and on a
+    failed run the error a shard reported (a worker process's own account of it)."""
+    if summary.causes is None:
+        summary.causes = progress.failure_causes()
+    error = progress.last_error()
+    if summary.phase is Phase.FAILED and error and error not in summary.message:
+        summary.message = f"{summary.message.split('; logs in')[0]}: {error}"
 
 
 def print_summary(summary: RunSummary, console: Console, *, manifest: Path | None = None) -> None:

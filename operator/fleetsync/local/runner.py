@@ -324,7 +324,7 @@ class LocalRun:
             if errors and errors[-1].startswith("AccountingError"):
                 reason = Reason.ACCOUNTING_ERROR
         else:
-            verdict = final_phase(items, spec.dead_letter.max_item_failures)
+            verdict = final_phase(items, spec.dead_letter)
             phase, reason, message = verdict.phase, verdict.reason, verdict.message
         return RunSummary(
             run=self.name,

@@ -5,9 +5,10 @@ scripts read ``phase``, ``items``, ``durationSeconds``, ``cost``, ``vendors`` an
 ``failedItems`` exactly as they would from ``kubectl get sj -o json``.
 
 The text summary groups failures by cause (:meth:`RunSummary.failure_lines`): a thousand
-dead letters with one reason are one line with a count, not a list of keys. The counts come
-from the failure sample the shards report (at most twenty items), and the text says so when
-that sample does not cover every failure.
+dead letters with one cause are one line with a count, not a list of keys. The counts are the
+exact per-cause counts the shards report (``causes``, :func:`fleetsync.api.progress.cause_of`),
+each shown with one whole reason from the sample (its body excerpt, its address); without
+them (an older coordinator) they come from the sample, and the text says so.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fleetsync.api.constants import ExitCode, Phase
-from fleetsync.api.v1alpha1.status import Cost, FailedItem, ItemCounts, VendorStatus
+from fleetsync.api.progress import cause_of
+from fleetsync.api.v1alpha1.status import Cost, FailedItem, FailureCause, ItemCounts, VendorStatus
 
 __all__ = ["TIMES", "RunSummary", "exit_code_for", "failure_causes"]
 
@@ -47,6 +49,7 @@ class RunSummary:
     shards: int
     restarts: dict[int, int] = field(default_factory=dict)
     resumed: int = 0  # items already final when this invocation started (a resumed run)
+    causes: list[FailureCause] | None = None  # every failure by cause (exact), if known
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -70,6 +73,7 @@ class RunSummary:
             "failedItems": {
                 "count": self.items.failed,
                 "sample": [f.to_wire() for f in self.failed_sample],
+                "causes": [c.to_wire() for c in self.causes or []],
             },
             "shards": self.shards,
             "restarts": {str(k): v for k, v in self.restarts.items() if v},
@@ -82,12 +86,22 @@ class RunSummary:
         failed, sample = self.items.failed, self.failed_sample
         if not failed:
             return []
-        causes = failure_causes(sample)
-        if len(sample) >= failed:
+        if self.causes:
+            examples = {cause_of(f.reason): f.reason for f in reversed(sample)}
+            causes = [(c.count, c.cause) for c in self.causes]
             lines = [f"failed {failed}, by cause:"]
+            for n, cause in causes[:_CAUSE_LINES]:
+                example = examples.get(cause)
+                lines.append(f"  {n} {TIMES} {cause}")
+                if example is not None and example != cause:
+                    lines.append(f"      e.g. {example}")
         else:
-            lines = [f"failed {failed}; causes in a sample of {len(sample)}:"]
-        lines += [f"  {n} {TIMES} {reason}" for n, reason in causes[:_CAUSE_LINES]]
+            causes = failure_causes(sample)
+            if len(sample) >= failed:
+                lines = [f"failed {failed}, by cause:"]
+            else:
+                lines = [f"failed {failed}; causes in a sample of {len(sample)}:"]
+            lines += [f"  {n} {TIMES} {reason}" for n, reason in causes[:_CAUSE_LINES]]
         if len(causes) > _CAUSE_LINES:
             lines.append(f"  … {len(causes) - _CAUSE_LINES} more causes")
         return lines

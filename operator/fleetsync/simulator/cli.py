@@ -12,6 +12,7 @@ import click
 import yaml
 from pydantic import ValidationError
 
+from fleetsync.api.constants import ExitCode
 from fleetsync.simulator.config import SimulatorConfig, VendorConfig
 from fleetsync.simulator.server import Simulator
 
@@ -24,12 +25,14 @@ async def _serve(config: SimulatorConfig) -> None:
         url = await simulator.start()
     except OSError as error:
         await simulator.stop()
-        raise click.BadParameter(
-            f"cannot listen on {config.host}:{config.port}"
-            f" ({os.strerror(error.errno) if error.errno else error}): another"
-            " simulator may be running there; stop it, or pick another --port (0: any free one)",
-            param_hint="--port",
-        ) from None
+        # One line and exit 75 (the port may be free again soon), never a traceback.
+        why = os.strerror(error.errno) if error.errno else str(error)
+        click.echo(
+            f"error: --port: cannot listen on {config.host}:{config.port} ({why}) (fix: another"
+            " simulator may be running there; stop it, or pick another --port, 0: any free one)",
+            err=True,
+        )
+        raise SystemExit(ExitCode.INTERRUPTED) from None
     click.echo(f"listening on {url}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -31,7 +31,7 @@ import boto3
 from botocore.config import Config
 
 from fleetsync.backoff import Backoff
-from fleetsync.errors import SinkError
+from fleetsync.errors import ManifestError, SinkError
 from fleetsync.sinks.base import DeadLetter, JSONValue, Record, RecordState, SinkCost, WriteResult
 from fleetsync.sinks.dynamodb_calls import Caller, Refused
 from fleetsync.sinks.dynamodb_values import (
@@ -129,8 +129,9 @@ class DynamoDBSink:
         status = self._describe()
         if status == "missing":
             if not self.create_table:
-                raise SinkError(
-                    f"dynamodb table {self.table!r} does not exist (set createTable: true)"
+                raise ManifestError(
+                    [("spec.sink.dynamodb.table", f"table {self.table!r} does not exist")],
+                    hint="create it, or set spec.sink.dynamodb.createTable: true",
                 ) from None
             self._create()
         elif status in ("ACTIVE", "UPDATING"):

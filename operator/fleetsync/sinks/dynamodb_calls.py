@@ -27,7 +27,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from fleetsync.errors import SinkError
+from fleetsync.errors import ManifestError, SinkError
 from fleetsync.sinks.base import SinkCost
 from fleetsync.sinks.retry import Attempts, SinkRetry
 
@@ -84,7 +84,11 @@ class Caller:
         """Sleep before the next attempt, or raise SinkError when the budget is spent."""
         delay = tries.next_delay()
         if delay is None:
-            raise SinkError(f"dynamodb {self.table}: {tries.gave_up(what, cause)}")
+            raise SinkError(
+                f"dynamodb {self.table}: {tries.gave_up(what, cause)}",
+                field="spec.sink.dynamodb",
+                hint="is DynamoDB (endpointUrl, region) reachable from here? Run again to resume",
+            )
         self._sleep(delay)
 
     def call(
@@ -107,7 +111,12 @@ class Caller:
             except ParamValidationError as error:
                 raise Refused("ParamValidationError", str(error)) from None
             except _UNUSABLE as error:
-                raise SinkError(f"dynamodb {self.table}: {what}: {error}") from None
+                raise ManifestError(
+                    [("spec.sink.dynamodb.credentialsSecretRef", f"{what}: {error}")],
+                    hint="give AWS credentials: spec.sink.dynamodb.credentialsSecretRef, "
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a workload identity "
+                    "(spec.worker.serviceAccountName)",
+                ) from None
             except BotoCoreError as error:  # connection refused/reset/closed, timeouts
                 cause = f"{type(error).__name__}: {error}"
             self.wait(tries, what, cause)

@@ -10,47 +10,35 @@ says). The DSN can hold a password: it never appears in an error or a log line.
 One bad record fails one item: values no column can hold (NaN, NUL characters, an integer
 outside its column's range) are refused before sending, and when PostgreSQL still refuses
 the multi-row statement (a DataError, a constraint) the batch is halved until the refused
-record is alone; the others are written. A lost connection (a restart, a failover) is not
-a bad record: every statement reconnects and runs again, by the one backoff policy, until
-the budget (:mod:`fleetsync.sinks.retry`) is spent. Shards opening at once create and
-migrate the tables under a transaction-scoped advisory lock, so they never race.
+record is alone; the others are written. A lost connection is not a bad record: the
+connection, its retries and its one-operation-at-a-time rule are
+:mod:`fleetsync.sinks.postgres_session`. Shards opening at once create and migrate the
+tables under a transaction-scoped advisory lock, so they never race.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from fleetsync.errors import SinkError
+from fleetsync.errors import ManifestError, SinkError
 from fleetsync.sinks.base import DeadLetter, JSONValue, Record, RecordState, SinkCost, WriteResult
 from fleetsync.sinks.merge import merge_batch
 from fleetsync.sinks.postgres_dsn import DsnRedactor, redact_dsn
 from fleetsync.sinks.postgres_schema import BOOKKEEPING, ident, table_statements
+from fleetsync.sinks.postgres_session import PgSession
 from fleetsync.sinks.postgres_values import column_refusal, no_nul, sql_type
-from fleetsync.sinks.retry import Attempts, SinkRetry
+from fleetsync.sinks.retry import SinkRetry
 from fleetsync.sinks.values import json_safe
 
 __all__ = ["PostgresSink", "redact_dsn"]
 
-T = TypeVar("T")
-Connection = psycopg.AsyncConnection[Any]
 _BOOKKEEPING = BOOKKEEPING
-
-
-def _lost(error: psycopg.Error) -> bool:
-    """Whether retrying on a fresh connection can help (not a refusal of the statement)."""
-    if isinstance(error, psycopg.errors.ProgramLimitExceeded):
-        return False  # e.g. an index row too large: the record, not the server
-    if isinstance(error, psycopg.errors.InFailedSqlTransaction):
-        return True  # a transaction cut short by a lost connection: a fresh one can go on
-    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 def _param(value: JSONValue) -> Any:
@@ -72,21 +60,18 @@ class PostgresSink:
         batch_size: int = 500,
         retry: SinkRetry | None = None,
     ) -> None:
-        self._dsn = dsn
         self._redact = DsnRedactor(dsn)
         self.table = table
         self.conflict_key = list(conflict_key or ["key"])
         self.monotonic_attribute = monotonic_attribute
         self.column_types = dict(columns or {})
         self.max_batch_size = batch_size
-        self._retry = retry or SinkRetry()
-        self._rng = random.Random()
         self._cost = SinkCost()
-        self._connection: Connection | None = None
-        # One operation at a time on the one connection: a statement of the state reads must
-        # never run inside the writer's transaction, nor a retry close a connection another
-        # operation has just opened.
-        self._in_use = asyncio.Lock()
+        self._db = PgSession(
+            dsn, table=table, retry=retry or SinkRetry(), cost=self._cost, cause=self._cause
+        )
+        self._execute = self._db.execute
+        self._locked = self._db.locked
         self._columns: dict[str, str] = {}  # name -> PostgreSQL type
 
     def _cause(self, error: BaseException) -> str:
@@ -104,98 +89,13 @@ class PostgresSink:
     def _letters(self) -> sql.Identifier:
         return ident(self.table + "_dead_letters")
 
-    # --- connection and retries ------------------------------------------------------------
-
-    async def _connect(self) -> Connection:
-        # Between operations an autocommit connection is idle; one left inside a transaction
-        # (a COMMIT or ROLLBACK lost with the connection) would refuse every statement.
-        connection = self._connection
-        if (
-            connection is None
-            or connection.closed
-            or connection.broken
-            or connection.info.transaction_status != pq.TransactionStatus.IDLE
-        ):
-            await self._drop()
-            connection = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-            self._connection = connection
-        return connection
-
-    async def _drop(self) -> None:
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            await connection.close()
-
-    async def _retrying(self, what: str, work: Callable[[Connection], Awaitable[T]]) -> T:
-        """``work`` on a live connection, reconnecting and running it again while the
-        connection is what fails; other errors (refusals of the statement) propagate."""
-        tries = self._retry_attempts()
-        while True:
-            self._cost.calls += 1
-            async with self._in_use:
-                try:
-                    return await work(await self._connect())
-                except psycopg.Error as error:
-                    if not _lost(error):
-                        raise
-                    cause = self._cause(error)
-                await self._drop()  # whatever state it was left in, the next try starts afresh
-            delay = tries.next_delay()
-            if delay is None:
-                raise SinkError(f"postgres {self.table}: {tries.gave_up(what, cause)}")
-            await asyncio.sleep(delay)
-
-    def _retry_attempts(self) -> Attempts:
-        return Attempts(self._retry, self._rng)
-
-    async def _execute(
-        self,
-        query: sql.SQL | sql.Composed,
-        params: Sequence[Any] | None = None,
-        what: str = "query",
-        *,
-        refusals: bool = False,
-    ) -> list[Any]:
-        """Rows of ``query``; a refusal of the statement is a SinkError, or with
-        ``refusals`` the driver's error, for the caller to blame one record."""
-
-        async def run(connection: Connection) -> list[Any]:
-            async with connection.cursor() as cursor:
-                await cursor.execute(query, params)
-                return await cursor.fetchall() if cursor.description else []
-
-        try:
-            return await self._retrying(what, run)
-        except psycopg.Error as error:
-            if refusals:
-                raise
-            raise SinkError(f"postgres {self.table}: {what}: {self._cause(error)}") from None
-
-    async def _locked(self, what: str, statements: Sequence[sql.Composed]) -> None:
-        """``statements`` in one transaction holding this table's advisory lock, so shards
-        creating or altering the tables at once take turns instead of colliding."""
-
-        async def run(connection: Connection) -> None:
-            async with connection.transaction(), connection.cursor() as cursor:
-                await cursor.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"fleetsync:{self.table}"]
-                )
-                for statement in statements:
-                    await cursor.execute(statement)
-
-        try:
-            await self._retrying(what, run)
-        except psycopg.Error as error:
-            raise SinkError(f"postgres {self.table}: {what}: {self._cause(error)}") from None
-
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         try:  # fail fast here: a wrong host or password is no transient fault
-            async with self._in_use:
-                await self._connect()
+            await self._db.connect()
         except psycopg.Error as error:
-            raise SinkError(f"postgres: cannot connect: {self._cause(error)}") from None
+            raise _connect_failure(self._cause(error)) from None
         await self._locked(
             "create tables", table_statements(self.table, self.conflict_key, self.column_types)
         )
@@ -227,7 +127,7 @@ class PostgresSink:
         )  # fmt: skip
 
     async def close(self) -> None:
-        await self._drop()
+        await self._db.close()
 
     async def _load_columns(self) -> None:
         schema, _, name = self.table.rpartition(".")
@@ -397,3 +297,22 @@ class PostgresSink:
                 [run, no_nul(list(keys))],
                 "clear dead letters",
             )
+
+
+# What a refused login says: the DSN (user, password, database) is wrong, not the network.
+_LOGIN_REFUSED = ("password authentication failed", "no password supplied", "does not exist")
+
+
+def _connect_failure(cause: str) -> ManifestError | SinkError:
+    """A failed first connection: a login refused is configuration (exit 64), anything
+    else (nothing listening, a timeout) is infrastructure that may recover (exit 75)."""
+    if any(text in cause for text in _LOGIN_REFUSED):
+        return ManifestError(
+            [("spec.sink.postgres.dsnSecretRef", f"PostgreSQL refused the login: {cause}")],
+            hint="fix the user, password or database in the DSN the Secret holds",
+        )
+    return SinkError(
+        f"postgres: cannot connect: {cause}",
+        field="spec.sink.postgres",
+        hint="is PostgreSQL running and reachable from here? Run again to resume",
+    )

@@ -13,6 +13,14 @@ client's event loop) — so the baseline moves up to the present latency instead
 again. Without that check a vendor with a naturally wide spread, or a loaded machine,
 drove the limit to ``min`` and kept it there (7,000 items at 50 ms took 146 s instead of 8).
 
+A vendor that throttles by *rate* (429 past N requests/s) is not served well by halving
+concurrency: the limit climbs back and hits it again, every cycle a burst of 429s (8 % of
+calls in bench/results.md section 4). So the first 429 also teaches a :class:`RateCeiling`:
+the rate the vendor accepted over the last second, of which the gate then sends at most
+95 % in any one-second window; later 429s re-learn it (lower), and a quiet second spent at
+the ceiling probes upward in growing steps, so a limit that rises is found again. From then
+on 429s move the ceiling, not the concurrency.
+
 Hand-written: the libraries that do this (e.g. Netflix's concurrency-limits) are Java;
 nothing on PyPI fits.
 """
@@ -20,6 +28,8 @@ nothing on PyPI fits.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import math
 import statistics
 import time
 from collections import deque
@@ -28,11 +38,110 @@ from types import TracebackType
 
 from fleetsync.api.v1alpha1.syncjob import Concurrency as ConcurrencySpec
 
-__all__ = ["AdaptiveConcurrency", "ConcurrencyGate"]
+__all__ = ["SENT_AT", "AdaptiveConcurrency", "ConcurrencyGate", "RateCeiling"]
 
 _RECENT = 128  # answers the median is taken over: enough that its noise is far below 2x
 _TOLERANCE = 2.0  # recent median over baseline beyond which the vendor is taken to queue
 _IMPROVED = 0.95  # a cut worked if the median fell below this fraction of the one before it
+_RATE_WINDOW = 1.0  # seconds a vendor counts its rate limit over (requests per second)
+_RATE_MARGIN = 0.95  # hold this fraction of the rate the vendor accepted when it said 429
+_RATE_CUT = 0.85  # held at the ceiling and still throttled: the limit fell at least this much
+_SAME_OVERSHOOT = 0.1  # without a send time: 429s this soon after a cut are the same overshoot
+# When the request now being answered was sent (set by the gate in the item's task): a 429
+# for a request sent before the last cut answers the overshoot that cut already answered.
+SENT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("sent_at", default=None)
+# Without a 429 for this long (and for this many requests, so a probe costs a slow vendor
+# no larger share of 429s than a fast one) the ceiling probes upward.
+_QUIET, _QUIET_CALLS = 1.0, 60
+_PROBE_FIRST, _PROBE_MAX = 0.05, 1.0  # the first probe's step up, doubling to at most this
+
+
+class RateCeiling:
+    """The rate past which a vendor answers 429, learned from its answers; pure (the clock
+    is given), so the policy is tested against a synthetic vendor.
+
+    ``delay(now)`` says how long the next request must wait so that no one-second window
+    holds more than :attr:`rate` sends (a sliding window: no wall-clock second either, which
+    is how vendors count). Until the first 429 there is no ceiling."""
+
+    def __init__(self) -> None:
+        self.rate: float | None = None
+        self._sends: deque[float] = deque()  # send times within the last window
+        self._accepted: deque[float] = deque()  # send times of answers the vendor accepted
+        self._last_cut = -1e9
+        self._last_throttle = -1e9
+        self._last_probe = -1e9
+        self._saturated_at = -1e9  # the last time a send had to wait for the ceiling
+        self._step = _PROBE_FIRST
+        self._before_probe: float | None = None  # the rate the last probe raised
+        # Just after a cut: [answers accepted in its window so far, the most it may learn].
+        self._learning: list[float] | None = None
+
+    def _expire(self, now: float) -> None:
+        edge = now - _RATE_WINDOW
+        while self._sends and self._sends[0] <= edge:
+            self._sends.popleft()
+        while self._accepted and self._accepted[0] <= edge:
+            self._accepted.popleft()
+
+    def delay(self, now: float) -> float:
+        """Seconds until one more send keeps every window within the ceiling (0: at once)."""
+        if self.rate is None:
+            return 0.0
+        self._expire(now)
+        allowed = max(1, int(self.rate))
+        if len(self._sends) < allowed:
+            return 0.0
+        self._saturated_at = now
+        return max(1e-3, self._sends[len(self._sends) - allowed] + _RATE_WINDOW - now)
+
+    def on_send(self, now: float) -> None:
+        self._expire(now)
+        self._sends.append(now)
+        self._probe(now)
+
+    def on_accepted(self, now: float, latency: float) -> None:
+        sent = now - latency  # what the vendor counted
+        self._accepted.append(sent)
+        learning, cut = self._learning, self._last_cut
+        if learning is None or self.rate is None or now - cut >= _SAME_OVERSHOOT:
+            return
+        if cut - _RATE_WINDOW < sent <= cut:  # in flight at the cut, in the window it measured
+            learning[0] += 1
+            self.rate = max(self.rate, min(learning[1], _RATE_MARGIN * learning[0]))
+
+    def on_throttle(self, now: float, sent_at: float | None = None) -> None:
+        since_cut, self._last_throttle = now - self._last_cut, now
+        self._step = _PROBE_FIRST
+        if sent_at is not None and sent_at <= self._last_cut:
+            return
+        if sent_at is None and since_cut < _SAME_OVERSHOOT:
+            return
+        self._last_cut = now
+        self._expire(now)
+        self._learning = None
+        if self._before_probe is not None and now - self._last_probe < _RATE_WINDOW:
+            self.rate, self._before_probe = self._before_probe, None  # the probe was too much
+            return
+        self._before_probe = None
+        cap = math.inf
+        if self.rate is not None and now - self._saturated_at < _RATE_WINDOW:
+            # Held at the ceiling and throttled all the same: the vendor's limit fell. A
+            # second cut soon after the first says it fell far.
+            cap = (_RATE_CUT if since_cut > 2 * _RATE_WINDOW else 0.7) * self.rate
+        target = max(1.0, min(cap, _RATE_MARGIN * len(self._accepted)))
+        self.rate = target if self.rate is None else max(1.0, min(self.rate, target))
+        self._learning = [float(len(self._accepted)), cap]
+
+    def _probe(self, now: float) -> None:
+        """Quiet at the ceiling for a while: try a little more, a little more each time."""
+        if self.rate is None or now - self._last_throttle < max(_QUIET, _QUIET_CALLS / self.rate):
+            return
+        if now - self._saturated_at > _RATE_WINDOW or now - self._last_probe < _RATE_WINDOW:
+            return
+        self._last_probe, self._before_probe = now, self.rate
+        self.rate *= 1 + self._step
+        self._step = min(_PROBE_MAX, self._step * 2)
 
 
 class AdaptiveConcurrency:
@@ -49,6 +158,7 @@ class AdaptiveConcurrency:
         self._last_decrease = -1e9
         self._median_at_cut: float | None = None
         self.adaptive = spec.mode == "adaptive"
+        self.ceiling = RateCeiling()
 
     @property
     def limit(self) -> int:
@@ -69,9 +179,13 @@ class AdaptiveConcurrency:
         self._successes = 0
         self._clamp()
 
+    def now(self) -> float:
+        return self._clock()
+
     def on_success(self, latency_seconds: float) -> None:
         if not self.adaptive:
             return
+        self.ceiling.on_accepted(self._clock(), latency_seconds)
         self._recent.append(latency_seconds)
         if len(self._recent) >= 8:
             median = statistics.median(self._recent)
@@ -114,7 +228,11 @@ class AdaptiveConcurrency:
         self._median_at_cut = None
 
     def on_throttle(self) -> None:
-        if self.adaptive:
+        if not self.adaptive:
+            return
+        learned = self.ceiling.rate is not None
+        self.ceiling.on_throttle(self._clock(), SENT_AT.get())
+        if not learned:  # the first overshoot: also stop the flood of requests in flight
             self._decrease(0.5)
 
     def on_error(self) -> None:
@@ -138,6 +256,17 @@ class ConcurrencyGate:
         async with self._released:
             await self._released.wait_for(lambda: self._in_flight < self._controller.limit)
             self._in_flight += 1
+        ceiling, now = self._controller.ceiling, self._controller.now
+        try:
+            wait = ceiling.delay(now())
+            while wait > 0:  # the learned rate: a send waits for room in the last second
+                await asyncio.sleep(wait)
+                wait = ceiling.delay(now())
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        ceiling.on_send(sent := now())
+        SENT_AT.set(sent)
 
     async def __aexit__(
         self,

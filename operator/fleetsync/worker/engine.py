@@ -370,6 +370,7 @@ class ShardEngine:
             vendor_calls=self.vendor_calls,
             failed_sample=list(self.books.failed_sample),
             error=self._error,
+            causes=self.books.causes,
         )
         return shard_report(
             self.plan,

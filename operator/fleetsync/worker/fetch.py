@@ -19,13 +19,15 @@ can inflate past 64 KiB) until ``maxResponseBytes``: past it the item fails with
 :class:`~fleetsync.errors.PayloadError` (permanent), past the deadline with a timeout
 :class:`~fleetsync.errors.VendorError` (retryable). Both clients map their errors the same
 way, and never quote an exception's text (a header-encoding error quotes the header).
+
+A failure explains itself (issue 13): what an error answer or a transport failure says in
+a dead letter is :mod:`fleetsync.worker.failure_text`. OAuth2 tokens:
+:mod:`fleetsync.worker.oauth2`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -37,8 +39,14 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from fleetsync.errors import HostNotAllowedError, PayloadError, ThrottledError, VendorError
+from fleetsync.worker.failure_text import (
+    EXCERPT_BYTES,
+    error_excerpt,
+    secrets_of,
+    timeout_text,
+    transport_failure,
+)
 from fleetsync.worker.retry import parse_retry_after
-from fleetsync.worker.secrets import SecretValue
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -46,13 +54,11 @@ __all__ = [
     "BodyTooLarge",
     "FetchResult",
     "Fetcher",
-    "OAuth2Tokens",
     "send_bounded",
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _INFLATE_STEP = 64 * 1024
-_TOKEN_MAX_BYTES = 64 * 1024
 # Only what _Inflater can inflate in bounded steps.
 _ACCEPT_ENCODING = {"Accept-Encoding": "gzip, deflate"}
 
@@ -181,6 +187,24 @@ async def _inflate_bounded(chunks: AsyncIterator[bytes], encoding: str, limit: i
     return b"".join(parts)
 
 
+async def _read_excerpt(chunks: AsyncIterator[bytes], encoding: str) -> bytes:
+    """The first :data:`EXCERPT_BYTES` of an error answer's body; what could be read of it
+    (an excerpt is a courtesy: a body that cannot be read or decoded gives b"")."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        inflater = _Inflater(encoding)
+        async for chunk in chunks:
+            for piece in inflater.feed(chunk):
+                parts.append(piece)
+                size += len(piece)
+                if size >= EXCERPT_BYTES:
+                    return b"".join(parts)[: EXCERPT_BYTES + 1]
+    except (PayloadError, aiohttp.ClientError, httpx.HTTPError):
+        pass
+    return b"".join(parts)
+
+
 async def _send_aiohttp(
     session: aiohttp.ClientSession,
     method: str,
@@ -197,17 +221,20 @@ async def _send_aiohttp(
             session.request(method, url, headers=headers, allow_redirects=False) as response,
         ):
             status = response.status
-            body = await _read_aiohttp(response, limit) if 200 <= status < 300 else b""
+            if 200 <= status < 300:
+                body = await _read_aiohttp(response, limit)
+            else:
+                encoding = response.headers.get("content-encoding", "")
+                body = await _read_excerpt(response.content.iter_any(), encoding)
             return status, response.headers.get("retry-after"), body
-    except TimeoutError as error:  # aiohttp's own timeouts are TimeoutErrors too
-        reason = f"no complete response within {seconds:g}s"
-        raise VendorError(f"timeout: {reason} ({type(error).__name__})", status=None) from None
+    except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
+        raise VendorError(timeout_text(seconds), status=None) from None
     except (ValueError, aiohttp.NonHttpUrlClientError) as error:  # or a header it cannot send
         raise PayloadError(f"request not sent: {type(error).__name__}") from None
     except aiohttp.ClientConnectionError as error:
-        raise VendorError(f"connection failed: {type(error).__name__}", status=-1) from None
-    except aiohttp.ClientError as error:  # a malformed status line, headers or body
-        raise VendorError(f"malformed response: {type(error).__name__}", status=-1) from None
+        raise VendorError(transport_failure(error, url), status=-1) from None
+    except aiohttp.ClientError:  # a malformed status line, headers or body
+        raise VendorError("malformed response (not valid HTTP)", status=-1) from None
 
 
 async def send_bounded(
@@ -221,7 +248,8 @@ async def send_bounded(
 ) -> tuple[httpx.Response, bytes]:
     """Send ``request`` and read its body, all within ``seconds`` and ``limit`` bytes.
 
-    The body is read only for 2xx answers unless ``read_body`` says otherwise. Raises
+    The body is read only for 2xx answers unless ``read_body`` says otherwise (an error
+    answer's first 4 KiB are read when ``read_body`` is None, for its excerpt). Raises
     VendorError (status None) on the deadline, VendorError (status -1) on a transport
     failure, BodyTooLarge / PayloadError on a body too large or undecodable."""
     try:
@@ -231,19 +259,28 @@ async def send_bounded(
             )
             try:
                 wanted = read_body if read_body is not None else response.is_success
-                body = await read_bounded(response, limit) if wanted else b""
+                if wanted:
+                    body = await read_bounded(response, limit)
+                elif read_body is not None:
+                    body = b""
+                elif response.is_stream_consumed:  # built in memory (httpx.MockTransport)
+                    body = response.content[: EXCERPT_BYTES + 1]
+                else:
+                    encoding = response.headers.get("content-encoding", "")
+                    body = await _read_excerpt(response.aiter_raw(), encoding)
             finally:
                 await response.aclose()
-    except (TimeoutError, httpx.TimeoutException) as error:
-        reason = f"no complete response within {seconds:g}s"
-        raise VendorError(f"timeout: {reason} ({type(error).__name__})", status=None) from None
+    except (TimeoutError, httpx.TimeoutException):
+        raise VendorError(timeout_text(seconds), status=None) from None
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as error:
         # Only the type: header-encoding errors quote the header, which may be a credential.
         raise PayloadError(f"request not sent: {type(error).__name__}") from None
     except httpx.TransportError as error:
-        raise VendorError(f"connection failed: {type(error).__name__}", status=-1) from None
-    except aiohttp.ClientError as error:  # a malformed answer httpx-aiohttp does not map
-        raise VendorError(f"malformed response: {type(error).__name__}", status=-1) from None
+        raise VendorError(transport_failure(error, str(request.url)), status=-1) from None
+    except aiohttp.ClientConnectionError as error:
+        raise VendorError(transport_failure(error, str(request.url)), status=-1) from None
+    except aiohttp.ClientError:  # a malformed answer httpx-aiohttp does not map
+        raise VendorError("malformed response (not valid HTTP)", status=-1) from None
     return response, body
 
 
@@ -326,13 +363,14 @@ class Fetcher:
             raise ThrottledError(
                 "HTTP 429 Too Many Requests", retry_after=parse_retry_after(retry_after, now=when)
             )
-        if status >= 500:
-            raise VendorError(f"HTTP {status}", status=status)
-        if status == 401:
-            raise VendorError("HTTP 401 Unauthorized", status=401)
-        if status >= 400:
-            raise PayloadError(f"HTTP {status} from vendor")
-        return FetchResult(status=status, body=body, latency=latency)
+        if status < 400:
+            return FetchResult(status=status, body=body, latency=latency)
+        excerpt = error_excerpt(body, secrets_of(headers))
+        said = f"HTTP {status}" + (" Unauthorized" if status == 401 else "")
+        said += f": {excerpt}" if excerpt else ""
+        if status >= 500 or status == 401:
+            raise VendorError(said, status=status)
+        raise PayloadError(said)
 
     async def _send_httpx(
         self, method: str, url: str, headers: Mapping[str, str]
@@ -345,73 +383,3 @@ class Fetcher:
             self.client, request, limit=self.max_response_bytes, seconds=self.timeout_seconds
         )
         return response.status_code, response.headers.get("retry-after"), body
-
-
-class OAuth2Tokens:
-    """Client-credentials tokens, cached until shortly before they expire, refreshed after a 401.
-
-    One refresh at a time per token URL: a burst of 401s triggers one token request, not one
-    per in-flight item. Tokens are never logged or included in errors.
-    """
-
-    def __init__(
-        self,
-        fetcher: Fetcher,
-        *,
-        token_url: str,
-        client_id: SecretValue,
-        client_secret: SecretValue,
-        scopes: list[str],
-    ) -> None:
-        self._fetcher = fetcher
-        self._url = token_url
-        self._id = client_id
-        self._secret = client_secret
-        self._scopes = scopes
-        self._token: SecretValue | None = None
-        self._expires = 0.0
-        self._lock = asyncio.Lock()
-        self.requests = 0
-
-    async def token(self, *, stale: SecretValue | None = None) -> SecretValue:
-        async with self._lock:
-            fresh = self._token is not None and time.monotonic() < self._expires
-            if fresh and (stale is None or stale is not self._token):
-                assert self._token is not None
-                return self._token
-            self._fetcher.allowed.check(self._url)
-            data = {"grant_type": "client_credentials"}
-            if self._scopes:
-                data["scope"] = " ".join(self._scopes)
-            self.requests += 1
-            client = self._fetcher.client
-            try:
-                response, raw = await send_bounded(
-                    client,
-                    client.build_request("POST", self._url, data=data),
-                    limit=_TOKEN_MAX_BYTES,
-                    seconds=self._fetcher.timeout_seconds,
-                    read_body=True,
-                    auth=(self._id.reveal(), self._secret.reveal()),
-                )
-            except PayloadError as error:
-                raise VendorError(f"token request failed: {error}") from None
-            except VendorError as error:
-                raise VendorError(f"token request failed: {error}", status=error.status) from None
-            if response.status_code != 200:
-                raise VendorError(f"token request answered HTTP {response.status_code}")
-            try:
-                body = json.loads(raw)
-                token, expires_in = str(body["access_token"]), float(body.get("expires_in", 300))
-                if not math.isfinite(expires_in):
-                    raise ValueError("expires_in is not finite")
-            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-                raise VendorError("token response is not an OAuth2 token") from None
-            self._token = SecretValue(token)
-            # Refresh a little early so a request never leaves with a token about to lapse.
-            self._expires = time.monotonic() + max(1.0, expires_in * 0.9 - 5)
-            return self._token
-
-    def invalidate(self, token: SecretValue) -> None:
-        if token is self._token:
-            self._expires = 0.0

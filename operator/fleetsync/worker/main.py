@@ -2,7 +2,12 @@
 
 0 = shard done; 64 = invalid config (never retried); 75 = interrupted by SIGTERM with the
 checkpoint handed to the coordinator (a replacement resumes); 1 = the shard's books did not
-balance (an item without an outcome: reported as ``failed`` with the counts) or a crash.
+balance (an item without an outcome: reported as ``failed`` with the counts), its sink could
+not be reached (retried by the Job), or a crash.
+
+A shard that cannot start (its config refused, its sink unreachable) says why in one log
+line and in a ``failed`` report whose ``error`` is that line, so ``fleetsync run``'s message
+and the controller's status carry it rather than "see the logs".
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from fleetsync.api.manifest import load_manifest_file
 from fleetsync.api.progress import ReplyWire, ReportWire
 from fleetsync.api.v1alpha1 import SyncJobSpec, SyncSchedule
 from fleetsync.coordination.protocol import Coordinator, NoCoordinator
-from fleetsync.errors import ManifestError
+from fleetsync.errors import ManifestError, SinkError, describe
 from fleetsync.metrics import WorkerMetrics
 from fleetsync.worker.coordination import HttpCoordinator
 from fleetsync.worker.engine import EngineResult, ShardEngine, ShardPlan
@@ -152,7 +157,7 @@ async def _check_templates(spec: SyncJobSpec, plan: ShardPlan, fetcher: Fetcher)
     )
     problems = template_problems(spec, items) if items else []
     if problems:
-        raise ManifestError(problems)
+        raise ManifestError(problems, hint="use a field the inventory's items have")
 
 
 async def _first_contact(
@@ -215,6 +220,9 @@ async def _main(options: WorkerOptions) -> int:
             stop=stop,
             metrics=metrics,
         )
+    except (ManifestError, SinkError) as error:
+        await _report_failure(coordinator, plan, error)
+        raise
     finally:
         await coordinator.aclose()
     if result.state == "failed":
@@ -223,9 +231,34 @@ async def _main(options: WorkerOptions) -> int:
     return ExitCode.OK if result.state == "done" else ExitCode.INTERRUPTED
 
 
+def failure_text(error: BaseException) -> str:
+    """One line: ``<field>: <reason> (fix: <hint>)``, as the CLI prints it."""
+    field, reason, hint = describe(error)
+    text = f"{field}: {reason}" if field else reason
+    return text + (f" (fix: {hint})" if hint else "")
+
+
+async def _report_failure(coordinator: Coordinator, plan: ShardPlan, error: Exception) -> None:
+    """Tell the coordinator why this shard cannot start: its report's ``error``."""
+    report = shard_report(
+        plan,
+        seq=2,  # after the hello (1); a shard that fails at the start sends nothing else
+        state="failed",
+        progress=ShardProgress(seen=0, shard_total=None, checkpoint=None),
+    )
+    report["error"] = failure_text(error)
+    try:
+        await coordinator.report(report)
+    except Exception as failure:  # the exit code and the log line still say it
+        log.warning("could not report the failure: %s", type(failure).__name__)
+
+
 def worker_main(options: WorkerOptions) -> int:
     try:
         return asyncio.run(_main(options))
     except ManifestError as error:
-        log.error("invalid configuration: %s", error)
+        log.error("invalid configuration: %s", failure_text(error))
         return ExitCode.INVALID_CONFIG
+    except SinkError as error:
+        log.error("sink unusable: %s", failure_text(error))
+        return ExitCode.FAILED

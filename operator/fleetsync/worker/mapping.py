@@ -67,7 +67,7 @@ class Mapper:
         try:
             value = cast(JSONValue, loads_finite(body))
         except json.JSONDecodeError as error:
-            raise PayloadError(f"response is not JSON: {error.msg} at offset {error.pos}") from None
+            raise PayloadError(f"invalid JSON at byte {error.pos}: {error.msg}") from None
         except UnicodeDecodeError as error:
             raise PayloadError(f"response is not UTF-8 JSON (byte offset {error.start})") from None
         except RecursionError:

@@ -61,6 +61,7 @@ class ShardProgress:
     vendor_calls: int = 0
     failed_sample: Sequence[FailedWire] = ()
     error: str | None = None
+    causes: Mapping[str, int] | None = None  # failures by cause (api.progress.cause_of)
 
 
 def wants_of(vendors: Iterable[VendorRuntime], *, inventory_read: bool) -> dict[str, float]:
@@ -111,6 +112,8 @@ def shard_report(
     )
     if progress.error is not None:
         report["error"] = progress.error
+    if progress.causes:
+        report["causes"] = dict(progress.causes)
     return report
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from fleetsync.api.v1alpha1.syncjob import Source, SyncJobSpec
 from fleetsync.errors import ManifestError, PayloadError
-from fleetsync.worker.fetch import Fetcher, OAuth2Tokens
+from fleetsync.worker.fetch import Fetcher
+from fleetsync.worker.oauth2 import OAuth2Tokens
 from fleetsync.worker.secrets import SecretResolver, SecretValue, check_reference
 from fleetsync.worker.template import absent_fields, expand, expand_header, expand_url
 from fleetsync.worker.vendors import VendorRuntime

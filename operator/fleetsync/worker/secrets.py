@@ -14,15 +14,17 @@ carries a value; a value that could not be read says so without its content.
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import quote
 
 from fleetsync.api.v1alpha1._rules import SECRET_NAME_PATTERN, is_secret_key
 from fleetsync.errors import ManifestError, PayloadError
 
-__all__ = ["SecretResolver", "SecretValue", "check_reference", "env_name"]
+__all__ = ["REDACTED", "SecretResolver", "SecretValue", "check_reference", "env_name", "redact"]
 
 _SECRET_NAME = re.compile(SECRET_NAME_PATTERN)
 _MAX_SECRET_BYTES = 1024 * 1024  # the API server's limit for a whole Secret
@@ -43,6 +45,31 @@ class SecretValue:
         return "SecretValue(***)"
 
     __str__ = __repr__
+
+
+REDACTED = "***"
+
+
+def _forms(secret: str) -> set[str]:
+    """How a vendor may echo ``secret`` back: as sent, JSON-escaped, percent-encoded."""
+    return {secret, json.dumps(secret)[1:-1], quote(secret, safe="")} - {""}
+
+
+def redact(text: str, secrets: Iterable[str], *, cut: bool = False) -> str:
+    """``text`` with every occurrence of each of ``secrets`` replaced by ``***``.
+
+    ``cut``: the text is the start of something longer, so a secret may begin at its end;
+    a tail that is the start of a secret is redacted too."""
+    forms = sorted({form for secret in secrets for form in _forms(secret)}, key=len, reverse=True)
+    for form in forms:
+        text = text.replace(form, REDACTED)
+    if cut:
+        for form in forms:
+            for size in range(min(len(form) - 1, len(text)), 0, -1):
+                if text.endswith(form[:size]):
+                    text = text[:-size] + REDACTED
+                    break
+    return text
 
 
 def env_name(name: str, key: str) -> str:
@@ -77,8 +104,13 @@ class SecretResolver:
         if value is None and self._dir is not None:
             value = self._read(self._dir / name / key, field=field)
         if value is None:
+            file = (
+                self._dir / name / key if self._dir is not None else f"<--secrets-dir>/{name}/{key}"
+            )
             raise ManifestError(
-                [(field, f"Secret {name!r} key {key!r} not found (set {env_name(name, key)})")]
+                [(field, f"Secret {name!r} key {key!r} not found")],
+                hint=f"create the Secret with that key in the cluster; on this machine set "
+                f"{env_name(name, key)} or write the value to {file}",
             )
         secret = SecretValue(value)
         self._cache[(name, key)] = secret

@@ -34,6 +34,7 @@ from fleetsync.worker.template import VendorName
 __all__ = [
     "DEFAULT_VENDOR",
     "MAX_VENDORS",
+    "MAX_VENDOR_NAME",
     "VendorCount",
     "VendorRuntime",
     "VendorStats",
@@ -78,6 +79,11 @@ def vendor_of(source: Source, item: Mapping[str, object]) -> str:
     return str(item.get(by) or DEFAULT_VENDOR) if by else DEFAULT_VENDOR
 
 
+# A DNS name's length: vendor names land in status, metric labels and stored progress, whose
+# sizes are bounded with this (controller/progress_parts.py).
+MAX_VENDOR_NAME = 253
+
+
 class VendorCount:
     """The distinct vendors of a run's inventory, refused past :data:`MAX_VENDORS`.
 
@@ -92,8 +98,14 @@ class VendorCount:
         """The item's vendor; ManifestError when it is one vendor too many."""
         name = vendor_of(self._source, item)
         if name not in self._seen:
+            by = self._source.vendors.by if self._source.vendors else "vendor"
+            if len(name) > MAX_VENDOR_NAME:
+                reason = (
+                    f"a vendor name in field {by!r} is {len(name)} characters long; at most "
+                    f"{MAX_VENDOR_NAME} (it names the vendor in status, metrics and progress)"
+                )
+                raise ManifestError([("spec.source.vendors.by", reason)])
             if len(self._seen) >= self._limit:
-                by = self._source.vendors.by if self._source.vendors else "vendor"
                 reason = (
                     f"the inventory names more than {self._limit} distinct vendors in field "
                     f"{by!r}; a run serves at most {self._limit} (name a field with few values)"

@@ -16,7 +16,9 @@ at the next flush; their items are not final until then. When they keep failing 
 ``_LETTER_ROUNDS`` flushes in a row the sink is unusable: ``on_sink_down`` ends the shard as
 failed (its unfinished items stay out of the checkpoint for a replacement) rather than let
 it wait forever. The flusher never dies: a round that fails is logged and the next one tries
-again. At most ``sink.max_concurrent_writes`` writes are in flight.
+again. At most ``sink.max_concurrent_writes`` writes are in flight. Batches leave full while
+records keep coming; a partial one when the stream pauses or it has waited too long
+(:meth:`~fleetsync.worker.batcher.Batcher.partial_due`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ __all__ = ["SINK_BACKOFF", "SinkWriter"]
 
 log = logging.getLogger("fleetsync.worker")
 
-_LINGER_SECONDS = 0.05
+_TICK_SECONDS = 0.05  # how often the flusher looks at the batch waiting and dead letters
+# A partial batch nothing joined for this long is written: long enough that the stragglers
+# of a wave of fetches (p99 latency) join it, short next to the report interval. The end of
+# the shard does not wait for it (the engine flushes at once).
+_LINGER_SECONDS = 0.2
+_MAX_WAIT = 1.0  # ... and one whose records keep trickling in, once it waited this long
 SINK_BACKOFF = Backoff(base=0.2, cap=5.0, jitter="full")
 _BATCH_TRIES = 4  # for a batch that raised SinkError: then its items are dead-lettered
 _LETTER_TRIES = 4  # per flush; letters not written are kept for the next one
@@ -71,11 +78,12 @@ class SinkWriter:
         on_durable: Callable[[], None] = lambda: None,
         on_sink_down: Callable[[str], None] = lambda reason: None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = sink
         self.run = run
         self.books = books
-        self.batcher = Batcher(sink.max_batch_size)
+        self.batcher = Batcher(sink.max_batch_size, linger=_LINGER_SECONDS, max_wait=_MAX_WAIT)
         self._slots = asyncio.Semaphore(sink.max_concurrent_writes)
         self._stop = asyncio.Event()
         self._rng = rng or random.Random()
@@ -83,9 +91,10 @@ class SinkWriter:
         self._on_sink_down = on_sink_down
         self._letter_rounds_failed = 0
         self._sleep = sleep
+        self._clock = clock
 
     async def add(self, entry: Entry) -> None:
-        if self.batcher.add(entry):
+        if self.batcher.add(entry, self._clock()):
             await self.flush()
 
     def dead_letter(self, pending: Pending, reason: str, *, attempts: int) -> None:
@@ -93,12 +102,12 @@ class SinkWriter:
         self.books.sample_failure(pending.key, reason, attempts)
 
     async def flush_loop(self) -> None:
-        """Linger: a partial batch waits at most this long for company before it is written."""
+        """Every ``_TICK_SECONDS``: dead letters, and a partial batch once it is due."""
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), _LINGER_SECONDS)
+                await asyncio.wait_for(self._stop.wait(), _TICK_SECONDS)
             try:
-                await self.flush(force=True)
+                await self.flush(force=self.batcher.partial_due(self._clock()))
             except Exception:  # never let the flusher die: the next round tries again
                 log.exception("flushing to the sink failed; retrying at the next round")
 

@@ -81,10 +81,22 @@ class FailedItem(Model):
     attempts: int | None = None
 
 
+class FailureCause(Model):
+    cause: str = Field(description="A dead letter's reason without its per-item details.")
+    count: int = Field(description="Items dead-lettered for it (exact).")
+
+
 class FailedItems(Model):
     count: int = 0
     ref: ObjectRef | None = None
     sample: list[FailedItem] = Field(default_factory=list, max_length=20)
+    causes: list[FailureCause] = Field(
+        default_factory=list,
+        max_length=17,
+        description="Every failure counted by cause, most frequent first: the vendor and "
+        "the HTTP status or error class (e.g. `sungrow: HTTP 503`, `sungrow: connection "
+        "refused`). At most 16 causes; the rest are counted as `other`.",
+    )
 
 
 class Plan(Model):

@@ -13,6 +13,7 @@ from typing import Literal, Self
 from pydantic import Field, JsonValue, field_validator, model_validator
 from pydantic.config import JsonDict
 
+from fleetsync.api.constants import MAX_SHARDS
 from fleetsync.api.durations import parse_duration
 from fleetsync.api.v1alpha1._base import Model
 from fleetsync.api.v1alpha1._rules import (
@@ -49,6 +50,7 @@ from fleetsync.api.v1alpha1.status import SyncJobStatus
 
 __all__ = [
     "ITEM_PREFIX",
+    "MAX_SHARDS",
     "Auth",
     "AwsCredentialsRef",
     "Backoff",
@@ -168,11 +170,14 @@ class Write(Model):
         return None if self.fresh_for is None else parse_duration(self.fresh_for)
 
 
+# Every shard's last report is kept in the run's progress ConfigMaps (of 1 MiB each, in
+# parts of 100 shards): 1,000 keeps that at most ten objects; auto plans at most 256, and
+# more pods than maxParallelism's 1,000 never run at once (issue 14, item 9).
 _COUNT_OR_AUTO: JsonDict = {
     "x-kubernetes-validations": [
         {
-            "rule": "type(self) == string || (self >= 1 && self <= 10000)",
-            "message": "must be between 1 and 10000, or auto",
+            "rule": f"type(self) == string || (self >= 1 && self <= {MAX_SHARDS})",
+            "message": f"must be between 1 and {MAX_SHARDS}, or auto",
         }
     ]
 }
@@ -190,13 +195,28 @@ class Sharding(Model):
     @field_validator("shards", "parallelism")
     @classmethod
     def _positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 1 <= value <= 10_000:
-            raise ValueError("must be between 1 and 10000, or auto")
+        if isinstance(value, int) and not 1 <= value <= MAX_SHARDS:
+            raise ValueError(f"must be between 1 and {MAX_SHARDS}, or auto")
         return value
 
 
 class DeadLetterPolicy(Model):
-    max_item_failures: int = Field(1000, ge=0, description="Past this the run fails.")
+    max_item_failures: int = Field(
+        1000,
+        ge=0,
+        description="Past this many failed items the run is Failed (TooManyItemFailures), "
+        "even while it goes on. A run in which items failed and none synced is Failed "
+        "(AllItemsFailed) whatever this says; some failed within the limits: "
+        "PartiallySucceeded.",
+    )
+    max_item_failure_percent: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Also Failed (TooManyItemFailures) when failed items are more than this "
+        "percentage of the run's items, so one setting fits 100 and 100,000 items. Checked "
+        "when every shard finished; unset: only maxItemFailures applies.",
+    )
 
 
 class WorkerPod(Model):
@@ -212,7 +232,13 @@ class WorkerPod(Model):
 class SyncJobSpec(Model):
     fleet: Fleet
     source: Source
-    sink: Sink | None = Field(None, description="Default: SQLite fleetsync.db, table <kind>s.")
+    sink: Sink | None = Field(
+        None,
+        description="Where records go: exactly one of sqlite, dynamodb, postgres. Optional: "
+        "without it `fleetsync run` writes SQLite fleetsync.db next to the manifest, table "
+        "<kind>s, and `fleetsync validate` and `run` say so. In a cluster set it: a pod's "
+        "SQLite file goes with the pod.",
+    )
     write: Write = Field(default_factory=Write)
     sharding: Sharding = Field(default_factory=Sharding)
     deadline_seconds: int | None = Field(None, ge=1, le=7 * 86400)
