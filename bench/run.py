@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.adaptive import case_adaptive
 from bench.budgets import case_budgets
 from bench.clients import case_clients
-from bench.cluster import case_controller, case_fleet
+from bench.cluster_scale import case_controller, case_fleet
 from bench.common import ROOT, Settings
 from bench.limit import case_limit
 from bench.profiling import case_profile

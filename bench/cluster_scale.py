@@ -3,13 +3,17 @@ suite's local control plane (kube-apiserver, etcd, kube-controller-manager and t
 kubelet of tests/e2e, reused as they are), measured from outside: /proc of the controller and
 of the pods' processes, the SyncJobs' status as a user polls it, the apiserver's /metrics.
 
-    python -m bench.cluster --only fleet --fleet-size 20000   # item 6, vs `fleetsync run`
-    python -m bench.cluster --only controller                 # item 7: 200 SyncJobs at once
-    python -m bench.cluster --soak --minutes 30               # item 7's soak
+    python -m bench.cluster_scale --only fleet --fleet-size 20000   # item 6, vs `fleetsync run`
+    python -m bench.cluster_scale --only controller                 # item 7: 200 SyncJobs at once
+    python -m bench.cluster_scale --soak --minutes 30               # item 7's soak
 
 A 100,000-device fleet takes many minutes per round on this shared 2-core machine, so the
 default fleet is 20,000 (``--fleet-size`` or FLEETSYNC_BENCH_FLEET_SIZE); every table names
 the size it ran and the load average next to its figures.
+
+Not ``bench/cluster.py``: ruff's ``src`` holds ``bench``, so a ``bench/cluster.py`` makes the
+e2e helpers' top-level ``cluster`` module (imported here too) first-party to isort, and
+tests/e2e/conftest.py's imports fail ``ruff check``.
 """
 
 from __future__ import annotations
@@ -172,10 +176,9 @@ def local_cluster(namespaces: tuple[str, ...]) -> Iterator[Cluster]:
     for path in (E2E / "controlplane", E2E):
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
+    from cluster import ControlPlane  # type: ignore[import-not-found]
     from fleetsync_operator import Operator  # type: ignore[import-not-found]
     from kubelet import ProcessKubelet  # type: ignore[import-not-found]
-
-    from cluster import ControlPlane  # type: ignore[import-not-found]
 
     with tempfile.TemporaryDirectory(prefix="fleetsync-bench-") as tmp, \
             contextlib.ExitStack() as stack:  # fmt: skip
@@ -574,7 +577,10 @@ def main() -> None:
     if args.fleet_size:
         os.environ["FLEETSYNC_BENCH_FLEET_SIZE"] = str(args.fleet_size)
     settings = Settings(repeat=args.repeat, scale=1.0)
-    lines = [f"`python -m bench.cluster {' '.join(sys.argv[1:])}`; at the start {load()}.", ""]
+    lines = [
+        f"`python -m bench.cluster_scale {' '.join(sys.argv[1:])}`; at the start {load()}.",
+        "",
+    ]
     if args.soak:
         lines += soak(args.minutes, args.schedules, args.alive)
     else:
