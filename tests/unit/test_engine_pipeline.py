@@ -14,7 +14,7 @@ from conftest import MemorySink
 from fleetsync.api.v1alpha1 import SyncJobSpec
 from fleetsync.coordination.protocol import NoCoordinator
 from fleetsync.sinks.base import SinkCost
-from fleetsync.worker.attempts import Attempts, Deferred, Fetched, FetchFailed
+from fleetsync.worker.attempts import FREE_THROTTLES, Attempts, Deferred, Fetched, FetchFailed
 from fleetsync.worker.concurrency import ConcurrencyGate
 from fleetsync.worker.dispatch import Dispatcher
 from fleetsync.worker.engine import ShardEngine
@@ -86,7 +86,6 @@ async def test_a_success_after_retries_carries_its_attempt_count() -> None:
     ("answers", "cause", "attempts", "text"),
     [
         ([httpx.Response(503)] * 3, "vendor", 3, "HTTP 503"),
-        ([httpx.Response(429)] * 2, "throttled", 2, "429"),
         ([httpx.Response(200, content=b"{nope")], "payload", 1, "invalid JSON"),
         ([httpx.Response(404)], "payload", 1, "HTTP 404"),
         ([httpx.Response(503), httpx.Response(200, json={"x": 1})], "payload", 2, "matched"),
@@ -99,6 +98,23 @@ async def test_failures_are_typed_with_cause_and_attempts(
     assert isinstance(outcome, FetchFailed)
     assert (outcome.cause, outcome.attempts) == (cause, attempts)
     assert text in outcome.reason
+
+
+async def test_429s_do_not_use_up_an_items_attempts_until_the_free_ones_are_spent() -> None:
+    # A vendor pacing the fleet (a limit that just fell, a learned rate settling) is not the
+    # item failing: maxAttempts 1 still lets it through after FREE_THROTTLES 429s.
+    ok = httpx.Response(200, json={"data": {"power": 2.5}})
+    outcome, calls = await fetch_one([httpx.Response(429)] * FREE_THROTTLES + [ok], max_attempts=1)
+    assert outcome == Fetched({"power": 2.5}, attempts=FREE_THROTTLES + 1)
+    assert calls == FREE_THROTTLES + 1
+
+
+async def test_a_vendor_that_keeps_throttling_fails_the_item_with_its_real_call_count() -> None:
+    answers = [httpx.Response(429)] * (FREE_THROTTLES + 2)
+    outcome, calls = await fetch_one(answers, max_attempts=2)
+    assert isinstance(outcome, FetchFailed)
+    assert (outcome.cause, outcome.attempts, calls) == ("throttled", len(answers), len(answers))
+    assert "429" in outcome.reason
 
 
 async def test_a_bug_fails_the_item_instead_of_escaping() -> None:

@@ -37,9 +37,20 @@ from fleetsync.worker.requests import Request, RequestBuilder
 from fleetsync.worker.retry import RetryPolicy
 from fleetsync.worker.vendors import VendorRuntime
 
-__all__ = ["Attempts", "Deferred", "FailureCause", "FetchFailed", "FetchOutcome", "Fetched"]
+__all__ = [
+    "FREE_THROTTLES",
+    "Attempts",
+    "Deferred",
+    "FailureCause",
+    "FetchFailed",
+    "FetchOutcome",
+    "Fetched",
+]
 
 log = logging.getLogger("fleetsync.worker")
+# 429s per item that do not count as attempts: a vendor that keeps throttling one item past
+# these fails it after maxAttempts more, so an item never waits forever.
+FREE_THROTTLES = 8
 
 # Why an item failed: where in the pipeline, not the message (that is ``reason``).
 FailureCause = Literal[
@@ -72,6 +83,7 @@ class Deferred:
 class _Retry:
     delay: float  # seconds to wait before the next attempt
     reason: str  # why this attempt failed
+    free: bool = False  # a 429 that did not use up one of the item's attempts
 
 
 FetchOutcome: TypeAlias = Fetched | FetchFailed
@@ -108,14 +120,16 @@ class Attempts:
     ) -> FetchOutcome | Deferred:
         """Try ``item`` until it ends; ``tried``/``last`` resume a :class:`Deferred` one."""
         attempt = tried
+        free = 0  # 429s that did not count as attempts
         try:
             while True:
                 if not vendor.breaker.allow():
                     return Deferred(attempt, last)
                 attempt += 1
-                step = await self._attempt(vendor, item, attempt)
+                step = await self._attempt(vendor, item, attempt, throttled=free)
                 if not isinstance(step, _Retry):
                     return step
+                free += step.free
                 last = step.reason
                 if step.delay > 0:
                     await asyncio.sleep(step.delay)
@@ -124,7 +138,12 @@ class Attempts:
             return FetchFailed(f"internal error: {type(error).__name__}", attempt, "internal")
 
     async def _attempt(
-        self, vendor: VendorRuntime, item: Mapping[str, JSONValue], attempt: int
+        self,
+        vendor: VendorRuntime,
+        item: Mapping[str, JSONValue],
+        attempt: int,
+        *,
+        throttled: int = 0,
     ) -> FetchOutcome | _Retry:
         try:
             request = await self.requests.build(vendor, item)
@@ -138,36 +157,52 @@ class Attempts:
         try:
             result = await self.fetcher.fetch(request.method, request.url, request.headers)
         except ThrottledError as error:
-            return self._throttled(vendor, error, attempt)
+            return self._throttled(vendor, error, attempt, throttled=throttled)
         except VendorError as error:
-            return await self._vendor_error(vendor, request, error, attempt)
+            return await self._vendor_error(
+                vendor, request, error, attempt, used=attempt - throttled
+            )
         except PermanentError as error:  # a 4xx, or a URL outside allowedHosts
             vendor.breaker.release()
             return FetchFailed(f"{vendor.name}: {error}", attempt, "payload")
         return self._answered(vendor, item, result, attempt)
 
     def _throttled(
-        self, vendor: VendorRuntime, error: ThrottledError, attempt: int
+        self, vendor: VendorRuntime, error: ThrottledError, attempt: int, *, throttled: int = 0
     ) -> FetchOutcome | _Retry:
+        """A 429. The first :data:`FREE_THROTTLES` of an item do not use up its attempts (the
+        vendor pacing the fleet, e.g. while adaptive concurrency learns a lowered limit, is
+        not the item failing); they wait Retry-After or a backoff growing with each one."""
         self._observe(vendor, "429", None)
         vendor.breaker.release()
         vendor.stats.throttled += 1
         vendor.concurrency.on_throttle()
         reason = f"{vendor.name}: {error}"
-        if not self.retry.retryable(status=429) or not self.retry.attempts_left(attempt):
+        if not self.retry.retryable(status=429):
             return FetchFailed(reason, attempt, "throttled")
         delay = self.retry.delay(attempt, retry_after=error.retry_after, rng=self.rng)
+        if throttled < FREE_THROTTLES:
+            return _Retry(delay, reason, free=True)
+        if not self.retry.attempts_left(attempt - throttled):
+            return FetchFailed(reason, attempt, "throttled")
         return _Retry(delay, reason)
 
     async def _vendor_error(
-        self, vendor: VendorRuntime, request: Request, error: VendorError, attempt: int
+        self,
+        vendor: VendorRuntime,
+        request: Request,
+        error: VendorError,
+        attempt: int,
+        *,
+        used: int,
     ) -> FetchOutcome | _Retry:
+        """``attempt`` calls so far; ``used`` of them count against maxAttempts."""
         code = {None: "timeout", -1: "connect"}.get(error.status, str(error.status))
         self._observe(vendor, code, None)
         vendor.stats.errors += 1
         reason = f"{vendor.name}: {error}"
         refreshed = error.status == 401 and await self.requests.unauthorized(request)
-        if refreshed and self.retry.attempts_left(attempt):
+        if refreshed and self.retry.attempts_left(used):
             vendor.breaker.release()
             return _Retry(0.0, reason)
         vendor.breaker.record(False)
@@ -182,9 +217,9 @@ class Attempts:
             # The vendor is down (this failure may have opened the breaker, or it was a
             # half-open probe): wait for it at the next try rather than spend retries.
             return _Retry(0.0, reason)
-        if not retryable or not self.retry.attempts_left(attempt):
+        if not retryable or not self.retry.attempts_left(used):
             return FetchFailed(reason, attempt, "vendor")
-        return _Retry(self.retry.delay(attempt, rng=self.rng), reason)
+        return _Retry(self.retry.delay(used, rng=self.rng), reason)
 
     def _answered(
         self,
