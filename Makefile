@@ -46,9 +46,10 @@ fuzz:
 faults:
 	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
 
-soak:               ## long runs: 5,000 fuzz examples, 200 fault schedules (not in make test)
+soak:               ## long runs: 5,000 fuzz examples, 200 fault schedules, 30 min of schedules in the cluster (not in make test)
 	FLEETSYNC_FUZZ_PROFILE=soak $(BIN)/pytest tests/fuzz --timeout 7200 $(PYTEST_ARGS)
 	FLEETSYNC_FAULT_EXAMPLES=200 $(BIN)/pytest tests/faults --timeout 7200 $(PYTEST_ARGS)
+	$(PY) -m bench.cluster_scale --soak --minutes 30 --output bench/results-soak.md
 
 e2e:
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
