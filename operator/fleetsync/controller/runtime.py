@@ -44,6 +44,8 @@ from fleetsync.controller.syncjobs import SyncJobReconciler
 __all__ = ["Controller", "ControllerSettings", "RunState"]
 
 log = logging.getLogger("fleetsync.controller")
+# SyncJobs reconciled at once per tick (API calls in flight stay well under the client pool).
+RECONCILE_CONCURRENCY = 16
 
 
 def _generation(body: Mapping[str, Any]) -> Any:
@@ -129,8 +131,16 @@ class Controller:
     async def reconcile_all(self) -> None:
         for key in list(self.cache.schedules):
             await self._reconcile_one("SyncSchedule", key, self.reconcile_schedule)
-        for key in list(self.cache.syncjobs):
-            await self._reconcile_one("SyncJob", key, self.reconcile_syncjob)
+        # SyncJobs are independent of each other (each reconcile touches its own run state
+        # and objects): up to RECONCILE_CONCURRENCY at once, so 200 applied together get
+        # their Jobs in a few round trips' time rather than 200 times four API calls in a row.
+        room = asyncio.Semaphore(RECONCILE_CONCURRENCY)
+
+        async def one(key: Key) -> None:
+            async with room:
+                await self._reconcile_one("SyncJob", key, self.reconcile_syncjob)
+
+        await asyncio.gather(*(one(key) for key in list(self.cache.syncjobs)))
         self.metrics.observe_phases(self.cache.syncjobs.values())
 
     async def _reconcile_one(
