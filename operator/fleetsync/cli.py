@@ -22,16 +22,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import click
 
 from fleetsync import __version__
 from fleetsync.api.constants import MAX_SHARDS, ExitCode
 from fleetsync.errors import FleetsyncError, ManifestError, PermanentError, describe
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["cli", "main"]
 

@@ -194,7 +194,11 @@ def delete(operator: Any, kind: str, name: str) -> None:
 def test_a_run_is_in_progress_until_it_succeeds_then_current_and_healthy(
     operator: Any, simulator: SimulatorProcess, store: Callable[[str], Store]
 ) -> None:
-    apply(operator, syncjob("h-run", simulator, store("run"), vendors=("slow",), count=400))
+    manifest = syncjob("h-run", simulator, store("run"), vendors=("slow",), count=400)
+    # ~10 s of running at 40 req/s: long enough to be seen Running between status writes,
+    # however fast the engine gets.
+    manifest["spec"]["source"]["rateLimit"] = {"requestsPerSecond": 40}
+    apply(operator, manifest)
     seen: dict[str, int] = {}
     wrong: list[tuple[str, dict[str, str]]] = []
 
