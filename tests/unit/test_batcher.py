@@ -27,9 +27,8 @@ def simulate(gaps: list[float], tick: float = 0.05) -> list[int]:
     now, next_tick = 0.0, tick
     for i, gap in enumerate(gaps):
         arrival = now + gap
-        while next_tick <= arrival:
-            if batcher.partial_due(next_tick):
-                sizes += [len(b) for b in batcher.cut(force=True)]
+        while next_tick <= arrival:  # the writer's flusher: a cut every tick, forced when due
+            sizes += [len(b) for b in batcher.cut(force=batcher.partial_due(next_tick))]
             next_tick += tick
         now = arrival
         if batcher.add(entry(i), now):
@@ -58,10 +57,9 @@ def test_no_record_waits_past_max_wait_plus_a_tick_and_none_is_lost(gaps: list[f
         target = now + gap
         while now + tick <= target:
             now += tick
-            if batcher.partial_due(now):
-                for batch in batcher.cut(force=True):
-                    written += len(batch)
-                    assert all(now - arrived[e.pending.index] <= MAX_WAIT + tick for e in batch)
+            for batch in batcher.cut(force=batcher.partial_due(now)):  # as the flusher does
+                written += len(batch)
+                assert all(now - arrived[e.pending.index] <= MAX_WAIT + tick for e in batch)
             # Nothing still waiting is older than the bound.
             assert not batcher.partial_due(now)
         now = target

@@ -68,8 +68,8 @@ class Batcher:
         while self._records and (force or len(self._records) >= self.size):
             batches.append(self._records[: self.size])
             self._records = self._records[self.size :]
-        if self._records:  # the rest began a new batch no earlier than the last arrival
-            self._partial_since = max(self._partial_since, self._last_added)
+        if batches and self._records:  # the rest began a new batch no earlier than the last
+            self._partial_since = max(self._partial_since, self._last_added)  # arrival
         return batches
 
     def take_letters(self) -> list[Letter]:
