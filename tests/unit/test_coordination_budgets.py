@@ -142,8 +142,8 @@ def simulate(
             shard.client.on_reply(pending.pop(i), now)
             shard.record(now)
         elif now >= T0 + plan.leave and plan.how in ("release", "crash"):
-            if plan.how == "release":
-                book.release(shard.name, now)
+            if plan.how == "release":  # finished: it says done and sends no more
+                book.release(shard.name, now, finished=True)
             shard.stopped_at = now
             continue
         elif now >= T0 + plan.leave and plan.how == "zombie":
@@ -237,3 +237,16 @@ def test_a_standalone_shard_uses_its_static_share_of_the_run() -> None:
     (grant,) = limiter.grants
     assert grant.start == T0 + 1 and grant.share == pytest.approx(25 / 8)
     assert client.wants({KEY}) == {KEY: 25.0} and client.wants(set()) == {}
+
+
+def test_the_last_shard_running_gets_the_whole_rate_soon_after_the_others_finish() -> None:
+    # Issue 17 item 4, the tail of a run: seven shards finish (report done) one after another;
+    # their reserved seats go back to the pool at once instead of idling 30 s each.
+    plans_ = [Plan("a", 0.0, 10.0 + 2 * i, "release", 1.0, 0.0, 0.0) for i in range(7)]
+    plans_.append(Plan("a", 0.0, END, "release", 1.0, 0.0, 0.0))
+    shards = simulate(plans_, 25.0, [], seed=3)
+    assert_no_second_over_its_limit(shards)
+    # The last finished at 22 s: within a lease and a second or two the survivor has it all.
+    for second in range(27, 32):
+        sent = sum(1 for t, _ in shards[7].sends() if T0 + second <= t < T0 + second + 1)
+        assert sent == 25, (second, sent)

@@ -21,7 +21,10 @@ second. The argument, in the terms of :mod:`fleetsync.coordination.slots`:
    that leases none of it, for a start no earlier than that split's; every split made while
    a reservation has not lapsed leaves its seat out of the pool; a reservation whose holder
    is gone (timed out, released, or the grid changed) is no longer extended and its seat
-   returns to the pool only after it has lapsed.
+   returns to the pool only after it has lapsed — except the seat of a holder that
+   *finished*: it said so after its last request and sends nothing more, so nobody can use
+   its grants and the seat returns at once (a new split still starts only after every lease
+   of the current one, so the rest of the argument stands).
 4. **A restarted coordinator** cannot know what its predecessor handed out — nor at which
    rate: a grid change may have been under way. It hands out nothing before
    ``reservation_seconds`` have passed, when every earlier grant has lapsed. Meanwhile each
@@ -182,11 +185,16 @@ class BudgetBook:
         self._sweep(now, SWEEP_BATCH + len(wants))
         return grants
 
-    def release(self, holder: str, now: float) -> None:
+    def release(self, holder: str, now: float, *, finished: bool = False) -> None:
+        """``holder`` holds nothing any more. Its leases stand until they lapse, and so does
+        its reservation — unless it ``finished``: it said so after its last request ended
+        and will send none again (a shard reporting done), so its reserved seat returns to
+        the pool at once rather than idle for ``reservation_seconds`` (the tail of a run
+        whose shards finish one after another)."""
         for key in self._held.pop(holder, set()):
             state = self._keys.get(key)
             if state is not None:
-                self._forget(state, holder)
+                self._forget(state, holder, finished=finished)
                 self._visit(key, state, now)
         self._sweep(now, SWEEP_BATCH)
 
@@ -239,11 +247,11 @@ class BudgetBook:
             out.append(key)
         return out
 
-    def _forget(self, state: _Key, holder: str) -> None:
+    def _forget(self, state: _Key, holder: str, *, finished: bool = False) -> None:
         state.last_seen.pop(holder, None)
         state.declared.pop(holder, None)
         reservation = state.reserved.pop(holder, None)
-        if reservation is not None:
+        if reservation is not None and not finished:
             reservation.ended = True
             state.ended.append(reservation)
 

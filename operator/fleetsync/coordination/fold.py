@@ -51,7 +51,8 @@ def fold_report(
     grants = {}
     if intake is Intake.TAKEN:
         if report["state"] in FINAL_STATES:
-            budgets.release(holder, now)
+            # "done" comes after the shard's last request ended: its seat is free at once.
+            budgets.release(holder, now, finished=report["state"] == "done")
         else:
             grants = budgets.renew(holder, report["wants"], now)
     starting = report["state"] == "starting"
