@@ -239,14 +239,18 @@ def test_a_standalone_shard_uses_its_static_share_of_the_run() -> None:
     assert client.wants({KEY}) == {KEY: 25.0} and client.wants(set()) == {}
 
 
-def test_the_last_shard_running_gets_the_whole_rate_soon_after_the_others_finish() -> None:
-    # Issue 17 item 4, the tail of a run: seven shards finish (report done) one after another;
-    # their reserved seats go back to the pool at once instead of idling 30 s each.
+def test_shards_finishing_one_after_another_leave_no_slot_idle() -> None:
+    # Issue 17 item 4, the tail of a run: seven shards finish (report done) one after
+    # another. Each one's leased slots and reserved seat pass at once to the shards still
+    # running (not after its lease, nor 30 s later): the key stays at its full rate every
+    # second, and the last shard running has all of it from the second the others are gone.
     plans_ = [Plan("a", 0.0, 10.0 + 2 * i, "release", 1.0, 0.0, 0.0) for i in range(7)]
     plans_.append(Plan("a", 0.0, END, "release", 1.0, 0.0, 0.0))
     shards = simulate(plans_, 25.0, [], seed=3)
     assert_no_second_over_its_limit(shards)
-    # The last finished at 22 s: within a lease and a second or two the survivor has it all.
-    for second in range(27, 32):
-        sent = sum(1 for t, _ in shards[7].sends() if T0 + second <= t < T0 + second + 1)
-        assert sent == 25, (second, sent)
+
+    def sent(among: list[Shard], second: int) -> int:
+        return sum(1 for s in among for t, _ in s.sends() if T0 + second <= t < T0 + second + 1)
+
+    assert [sent(shards, second) for second in range(8, 40)] == [25] * 32
+    assert [sent(shards[7:], second) for second in range(23, 40)] == [25] * 17

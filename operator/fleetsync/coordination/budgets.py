@@ -194,9 +194,44 @@ class BudgetBook:
         for key in self._held.pop(holder, set()):
             state = self._keys.get(key)
             if state is not None:
+                reservation = state.reserved.get(holder)
                 self._forget(state, holder, finished=finished)
+                if finished:
+                    self._hand_on(state, holder, reservation, now)
                 self._visit(key, state, now)
         self._sweep(now, SWEEP_BATCH)
+
+    def _hand_on(
+        self, state: _Key, holder: str, reservation: _Reservation | None, now: float
+    ) -> None:
+        """A finished holder's slots go, in place, to the holders still in each split: its
+        leased residues and its reserved seat's (same grid, outside any hold-off). Every
+        other holder's slots stay where they were and the finished one uses none again, so
+        no slot gains a second holder — and the split need not wait for its own end to be
+        redivided (the tail of a run whose shards finish one after another)."""
+        seat = None
+        if (
+            reservation is not None
+            and now >= self._reserve_not_before
+            and all(r.seat != reservation.seat for r in state.ended)
+        ):
+            seat = reservation.seat
+        for split in state.splits():
+            freed = list(split.residues.pop(holder, ()))
+            heirs = sorted(h for h in split.residues if h in state.last_seen)
+            if not heirs:
+                continue
+            if seat is not None and reservation is not None and reservation.rate == split.rate:
+                if seat not in split.pool:
+                    split.pool = split.pool | {seat}
+                    freed += [r for r in range(split.cycle) if r % SEATS == seat]
+            if not freed:
+                continue
+            owned = {h: list(split.residues[h]) for h in heirs}
+            for i, residue in enumerate(sorted(freed)):
+                owned[heirs[i % len(heirs)]].append(residue)
+            for h, residues in owned.items():
+                split.residues[h] = tuple(sorted(residues))
 
     def release_all(self, prefix: str, now: float) -> None:
         """Release every holder whose name starts with ``prefix`` (a deleted run's pods)."""
