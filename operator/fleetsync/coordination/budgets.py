@@ -209,22 +209,24 @@ class BudgetBook:
         other holder's slots stay where they were and the finished one uses none again, so
         no slot gains a second holder — and the split need not wait for its own end to be
         redivided (the tail of a run whose shards finish one after another)."""
-        seat = None
-        if (
+        seat_free = (
             reservation is not None
             and now >= self._reserve_not_before
             and all(r.seat != reservation.seat for r in state.ended)
-        ):
-            seat = reservation.seat
+        )
         for split in state.splits():
             freed = list(split.residues.pop(holder, ()))
             heirs = sorted(h for h in split.residues if h in state.last_seen)
             if not heirs:
                 continue
-            if seat is not None and reservation is not None and reservation.rate == split.rate:
-                if seat not in split.pool:
-                    split.pool = split.pool | {seat}
-                    freed += [r for r in range(split.cycle) if r % SEATS == seat]
+            if (
+                seat_free
+                and reservation is not None
+                and reservation.rate == split.rate
+                and reservation.seat not in split.pool
+            ):
+                split.pool = split.pool | {reservation.seat}
+                freed += [r for r in range(split.cycle) if r % SEATS == reservation.seat]
             if not freed:
                 continue
             owned = {h: list(split.residues[h]) for h in heirs}
