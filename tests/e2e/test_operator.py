@@ -271,10 +271,10 @@ def test_a_failing_vendor_opens_its_breaker_fleet_wide_and_others_go_on(
     }  # fmt: skip
     # Up to all 2,000 of the failing vendor's items may fail: the run must still end partial.
     manifest["spec"]["deadLetter"] = {"maxItemFailures": 4000}
-    apply_job(operator, manifest)
     # Few requests in flight per vendor and shard (about 11 s of fetching in all), so the
     # outage, started at the first rows, lands early in the run.
     manifest["spec"]["source"]["concurrency"] = {"mode": "fixed", "initial": 2, "min": 1, "max": 2}
+    apply_job(operator, manifest)
     wait_for(lambda: db.rows() >= 1, timeout=120, what="first items")
     simulator.patch_vendor("flaky", errorRate=1.0)
     try:

@@ -143,6 +143,10 @@ FAILING = ItemCounts(total=10, synced=8, failed=2)
     [
         (None, ITEMS, Phase.PENDING, "Pending"),
         (job(active=2), ITEMS, Phase.RUNNING, "Running"),
+        (job(), ItemCounts(total=10, remaining=10), Phase.PENDING, "Pending"),
+        # Every shard done, the Job not yet marked Complete: still Running, never Pending.
+        (job(succeeded=4), ITEMS, Phase.RUNNING, "Running"),
+        (job(), ItemCounts(total=10, synced=4, remaining=6), Phase.RUNNING, "Running"),
         (job(conditions=[cond("Complete")]), ITEMS, Phase.SUCCEEDED, "Succeeded"),
         (
             job(conditions=[cond("Complete")]),

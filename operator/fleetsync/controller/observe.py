@@ -183,9 +183,17 @@ def observe(
     if stuck is not None:
         # Not terminal: once the user creates the Secret the pod starts and the run goes on.
         return Observation(Phase.FAILED, Reason.POD_START_FAILED, stuck)
-    active = (job.get("status") or {}).get("active") or 0
+    job_status = job.get("status") or {}
+    active = job_status.get("active") or 0
     if active:
         return Observation(Phase.RUNNING, Reason.RUNNING, f"{active} shard pods running")
+    if job_status.get("succeeded") or job_status.get("failed") or items.remaining < items.total:
+        # Under way with no pod running at this instant: between one shard's pod and the
+        # next, or every shard finished and the Job controller has yet to mark the Job
+        # Complete. Pending here would flicker a finished run back to "not started".
+        return Observation(
+            Phase.RUNNING, Reason.RUNNING, "between shard pods (the Job starts the next or ends)"
+        )
     return Observation(Phase.PENDING, Reason.PENDING, "waiting for shard pods")
 
 
