@@ -144,6 +144,38 @@ def test_aimd_grows_halves_once_per_window_and_respects_bounds() -> None:
     assert limit.limit == 2
 
 
+def test_slow_start_reaches_the_maximum_in_a_few_round_trips() -> None:
+    # A vendor that never pushes back (50 ms, whatever the load): the limit doubles every
+    # round trip once the first round trip's answers are in, instead of growing by one.
+    clock = Clock()
+    limit = AdaptiveConcurrency(Concurrency(initial=16, min=1, max=256), clock=clock)
+    trips = 0
+    while limit.limit < 256 and trips < 100:
+        trips += 1
+        clock.now += 0.05
+        for _ in range(limit.limit):
+            limit.on_success(0.05)
+    assert trips <= 6, f"{trips} round trips from 16 to 256"
+
+
+def test_slow_start_ends_at_the_first_429_and_the_limit_fits_the_learned_rate() -> None:
+    clock = Clock()
+    limit = AdaptiveConcurrency(Concurrency(initial=16, min=1, max=256), clock=clock)
+    for _ in range(4):  # 16 in flight, then about 32, 64, 128
+        clock.now += 0.05
+        for _ in range(limit.limit):
+            limit.on_success(0.05)
+    assert 100 <= limit.limit <= 256 and limit.slow_start
+    limit.on_throttle()
+    assert not limit.slow_start and limit.ceiling.rate is not None
+    # Little's law with room: no more in flight than twice the learned rate x latency.
+    assert limit.limit <= max(1, 2 * limit.ceiling.rate * 0.05)
+    for _ in range(2000):
+        clock.now += 0.001
+        limit.on_success(0.05)
+    assert limit.limit <= max(1, 2 * limit.ceiling.rate * 0.05) + 1
+
+
 def test_latency_gradient_stops_growth_at_the_knee() -> None:
     clock = Clock()
     limit = AdaptiveConcurrency(Concurrency(initial=1, min=1, max=256), clock=clock)
