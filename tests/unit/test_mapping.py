@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
 from fleetsync.errors import PayloadError
 from fleetsync.worker.mapping import Mapper, content_hash
@@ -41,3 +44,29 @@ def test_item_fields_join_the_record_for_composite_keys() -> None:
     assert record == {"external_id": "c-1", "tdsp_duns": "0071"}
     with pytest.raises(PayloadError, match="no field 'tdsp'"):
         mapper.apply({"data": {"id": "c-1"}}, {"id": "c-1"})
+
+
+_KEYS = st.sampled_from(["data", "power", "a", "b", "items", "0"])
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=_JSON, keys=st.lists(_KEYS.filter(str.isidentifier), min_size=1, max_size=3),
+       brackets=st.booleans())  # fmt: skip
+def test_plain_paths_agree_with_jsonpath_ng(
+    document: object, keys: list[str], brackets: bool
+) -> None:
+    # Plain member paths skip jsonpath-ng per item; whatever the vendor sends, they must
+    # match exactly what jsonpath-ng would (the same value, or nothing).
+    path = "$" + "".join(f"['{k}']" if brackets else f".{k}" for k in keys)
+    reference = parse_jsonpath(path).find(document)
+    mapper = Mapper({"x": path})
+    if reference:
+        assert mapper.apply(document)["x"] == reference[0].value  # type: ignore[arg-type]
+    else:
+        with pytest.raises(PayloadError, match="matched nothing"):
+            mapper.apply(document)  # type: ignore[arg-type]

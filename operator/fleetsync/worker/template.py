@@ -22,6 +22,7 @@ Only ``{name}``, ``{name.attr}``, ``{name[key]}`` fields and the format specs ``
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -70,22 +71,31 @@ _FORMATTER = _Formatter()
 Encoder = Callable[[str, str], str]
 
 
-def _expand(template: str, values: Mapping[str, object], encode: Encoder | None) -> str:
-    """Expand each field of ``template``; ``encode(text, field)`` writes an untrusted value."""
-    out: list[str] = []
+@functools.lru_cache(maxsize=1024)
+def _parsed(template: str) -> tuple[tuple[str, str | None, bool], ...]:
+    """``template`` as (literal, field, trusted) parts, checked; parsed once per template
+    (a run expands the same few templates for every item)."""
     try:
         parsed = list(_FORMATTER.parse(template))
     except ValueError as error:
         raise PayloadError(f"template {template!r} is malformed: {error}") from None
+    parts: list[tuple[str, str | None, bool]] = []
     for literal, field, spec, conversion in parsed:
+        if field is not None and (spec not in ("", RAW) or conversion not in (None, "s")):
+            raise PayloadError(f"template field {{{field}}}: only {{{field}:raw}} is allowed")
+        parts.append((literal, field, spec == RAW or field in _TRUSTED_FIELDS))
+    return tuple(parts)
+
+
+def _expand(template: str, values: Mapping[str, object], encode: Encoder | None) -> str:
+    """Expand each field of ``template``; ``encode(text, field)`` writes an untrusted value."""
+    out: list[str] = []
+    for literal, field, trusted in _parsed(template):
         out.append(literal)
         if field is None:
             continue
-        if spec not in ("", RAW) or conversion not in (None, "s"):
-            raise PayloadError(f"template field {{{field}}}: only {{{field}:raw}} is allowed")
         value, _ = _FORMATTER.get_field(field, (), values)
         text = str(value)
-        trusted = spec == RAW or field in _TRUSTED_FIELDS
         out.append(text if trusted or encode is None else encode(text, field))
     return "".join(out)
 
