@@ -14,8 +14,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from fleetsync.api.progress import ReplyWire, ReportWire
 from fleetsync.coordination.budgets import BudgetBook
@@ -23,6 +22,9 @@ from fleetsync.coordination.fold import fold_report
 from fleetsync.coordination.progress import RunProgress
 from fleetsync.coordination.timing import LeaseTiming
 from fleetsync.local.state import RunState
+
+if TYPE_CHECKING:  # imported when the server starts: a one-process run never needs it
+    from aiohttp import web
 
 __all__ = ["InProcessCoordinator", "LocalCoordinator"]
 
@@ -74,6 +76,8 @@ class LocalCoordinator:
         self._dirty = False
 
     async def _post(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if not hmac.compare_digest(supplied.encode(), self.token.encode()):
             return web.json_response({"error": "unauthorized"}, status=401)
@@ -81,6 +85,8 @@ class LocalCoordinator:
         return web.json_response(self.handle(report))
 
     async def start(self) -> str:
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_post("/v1/report", self._post)
         self._runner = web.AppRunner(app, access_log=None)

@@ -306,21 +306,33 @@ class Fetcher:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._direct = transport == "aiohttp"
-        pool: httpx.AsyncBaseTransport
-        if isinstance(transport, httpx.AsyncBaseTransport):
-            pool = transport  # tests: httpx.MockTransport
-        elif self._direct:
-            pool = AiohttpTransport(client=self._aiohttp_session, trust_env=False)
-        else:
-            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=None)
-            pool = httpx.AsyncHTTPTransport(limits=limits)
-        self.client = httpx.AsyncClient(
-            transport=pool,
-            timeout=httpx.Timeout(timeout_seconds),
-            follow_redirects=False,
-            trust_env=False,
-            headers=_ACCEPT_ENCODING,
-        )
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The httpx client (OAuth2 tokens, an HTTP inventory; every request if not direct),
+        made on first use: its transport builds an SSL context (~30 ms) a run of plain
+        aiohttp requests never needs."""
+        if self._client is None:
+            pool: httpx.AsyncBaseTransport
+            if isinstance(self._transport, httpx.AsyncBaseTransport):
+                pool = self._transport  # tests: httpx.MockTransport
+            elif self._direct:
+                pool = AiohttpTransport(client=self._aiohttp_session, trust_env=False)
+            else:
+                limits = httpx.Limits(
+                    max_connections=self._max_connections, max_keepalive_connections=None
+                )
+                pool = httpx.AsyncHTTPTransport(limits=limits)
+            self._client = httpx.AsyncClient(
+                transport=pool,
+                timeout=httpx.Timeout(self.timeout_seconds),
+                follow_redirects=False,
+                trust_env=False,
+                headers=_ACCEPT_ENCODING,
+            )
+        return self._client
 
     def _aiohttp_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -337,7 +349,8 @@ class Fetcher:
         return self._session
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
         if self._session is not None:
             await self._session.close()
 

@@ -152,7 +152,7 @@ async def _check_templates(spec: SyncJobSpec, plan: ShardPlan, fetcher: Fetcher)
         spec.fleet.inventory,
         key=spec.fleet.key,
         base_dir=plan.base_dir,
-        http_client=fetcher.client,
+        http_client=fetcher.client if spec.fleet.inventory.http else None,
         config_map_dir=plan.config_map_dir,
     )
     problems = template_problems(spec, items) if items else []
