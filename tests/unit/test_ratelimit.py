@@ -13,6 +13,7 @@ import pytest
 from fleetsync.coordination.budgets import BudgetBook
 from fleetsync.coordination.timing import LeaseTiming
 from fleetsync.worker.ratelimit import (
+    BOOK_AHEAD,
     GUARD_SECONDS,
     Grant,
     SlotClock,
@@ -253,7 +254,7 @@ def test_random_arrivals_reports_and_departures_never_double_book(seed: int) -> 
 def test_a_lease_arriving_after_reservation_bookings_is_used_at_once() -> None:
     # Regression (bench section 3 at 45 % of the limit): tasks that had booked the sparse
     # reservation's slots seconds ahead pushed every later booking past the lease's end, so
-    # the shard sent at its reservation's pace only. Bookings are per slot now.
+    # the shard sent at its reservation's pace only. Nobody books past BOOK_AHEAD now.
     from fleetsync.coordination.slots import seat_residues
 
     now = 1_795_529_900.0
@@ -261,13 +262,38 @@ def test_a_lease_arriving_after_reservation_bookings_is_used_at_once() -> None:
     cycle, seat0 = seat_residues(25, 0)
     reservation = Grant(25, cycle, seat0, start=now, until=now + 30)
     limiter.set_grants([reservation])
-    ahead = [limiter._reserve(now) for _ in range(16)]
-    assert all(b is not None for b in ahead)
-    assert max(b[0] for b in ahead if b) - now > 8  # 16 slots at 25/16 per second
+    ahead = [b for b in (limiter._reserve(now) for _ in range(16)) if b is not None]
+    assert ahead and all(at - now <= BOOK_AHEAD for at, _ in ahead)
     leased = tuple(sorted(r for seat in range(1, 9) for r in seat_residues(25, seat)[1]))
     limiter.set_grants([reservation, Grant(25, cycle, leased, start=now, until=now + 3)])
-    booked = [limiter._reserve(now) for _ in range(30)]
-    times = [b[0] for b in booked if b]
-    assert len(times) == 30 and all(t < now + 3 for t in times), "the lease went unused"
-    every = times + [b[0] for b in ahead if b]
+    booked = [b for b in (limiter._reserve(now) for _ in range(30)) if b is not None]
+    assert booked and all(at - now <= BOOK_AHEAD for at, _ in booked), "the lease went unused"
+    every = [at for at, _ in booked + ahead]
     assert len(set(every)) == len(every), "a slot booked twice"
+
+
+async def test_slots_granted_while_tasks_wait_are_used_at_once() -> None:
+    # Regression (bench section 3's tail, 8-14 of 25 per second): 30 tasks waiting on a
+    # quarter of the slots had booked them up to 6 s ahead; when a finished shard's slots
+    # were handed on, the tasks slept through them. Real clock, so only loose bounds.
+    limiter = SlotLimiter()
+    now = time.time()
+    quarter = Grant(20, 20, tuple(range(0, 20, 4)), start=now, until=now + 10)
+    limiter.set_grants([quarter])
+    sent: list[float] = []
+
+    async def task() -> None:
+        await limiter.acquire()
+        sent.append(time.time())
+
+    tasks = [asyncio.create_task(task()) for _ in range(30)]
+    await asyncio.sleep(1.0)
+    grown = Grant(20, 20, tuple(r for r in range(20) if r % 4), start=now, until=now + 10)
+    limiter.set_grants([quarter, grown])
+    await asyncio.sleep(1.5)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    after = [t for t in sent if now + 1.5 <= t < now + 2.5]
+    assert len(after) >= 15, f"{len(after)} sends in the second after the grant grew (20 slots)"
+    assert max(Counter(math.floor(t) for t in sent).values()) <= 20

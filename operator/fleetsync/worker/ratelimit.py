@@ -19,10 +19,9 @@ The slot grid and its split are pure maths in :mod:`fleetsync.coordination.slots
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from fleetsync.coordination.slots import (
     GUARD_SECONDS,
@@ -33,6 +32,7 @@ from fleetsync.coordination.slots import (
 )
 
 __all__ = [
+    "BOOK_AHEAD",
     "GUARD_SECONDS",
     "Grant",
     "SlotClock",
@@ -42,19 +42,31 @@ __all__ = [
 ]
 
 
+# How far ahead a task may book its slot: long enough that the next task finds its slot
+# while this one sleeps (a shard's own slots are 1/rate-share apart), short enough that
+# slots granted later are used within it.
+BOOK_AHEAD = 0.5
+
+
 class SlotLimiter:
     """Admits requests at the slots of the current grant; the grant is set from outside.
 
     ``acquire()`` reserves the next owned slot (synchronously, so concurrent tasks never
     reserve the same one), sleeps until it, and re-reserves if the task woke too late or the
     grant ran out. Without any grant the limiter waits: a shard must never guess a budget.
+
+    Tasks book one after another (first come, first served) and never more than
+    :data:`BOOK_AHEAD` seconds ahead. Booking every waiting task at once put the last of
+    them seconds ahead on the grant of the moment, so slots that came later — a finished
+    shard's, handed on; a bigger lease — went unused while those tasks slept: a shared
+    25 req/s fell to 8-14 per second in the tail of bench/results.md section 3.
     """
 
     def __init__(
         self,
         *,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], object] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
@@ -66,6 +78,7 @@ class SlotLimiter:
         self._booked: set[float] = set()
         self._booked_order: list[float] = []  # the same times as a heap, to forget past ones
         self._changed = asyncio.Event()
+        self._turn = asyncio.Lock()  # FIFO: one task at a time looks for its slot
         self.used = 0
 
     @property
@@ -82,8 +95,8 @@ class SlotLimiter:
         now = self._clock()
         return next((g.share for g in self._grants if g.start <= now < g.until), 0.0)
 
-    def _reserve(self, now: float) -> tuple[float, float] | None:
-        """Book the earliest owned slot not booked yet: returns (time, deadline).
+    def _earliest(self, now: float) -> tuple[float, float] | None:
+        """The earliest owned slot not booked yet: (time, deadline), or None.
 
         Several grants may be valid at once (a lease and the shard's reservation): the
         earliest free slot of any of them is taken, so each is used at its own pace."""
@@ -105,26 +118,47 @@ class SlotLimiter:
             at = clock.time_of(slot)
             if at < grant.until and (best is None or at < best[0]):
                 best = at, clock.deadline_of(slot)
-        if best is not None:
-            self._booked.add(best[0])
-            heapq.heappush(self._booked_order, best[0])
         return best
+
+    def _reserve(self, now: float) -> tuple[float, float] | None:
+        """Book the earliest free slot if it is at most :data:`BOOK_AHEAD` away."""
+        best = self._earliest(now)
+        if best is None or best[0] - now > BOOK_AHEAD:
+            return None
+        self._booked.add(best[0])
+        heapq.heappush(self._booked_order, best[0])
+        return best
+
+    async def _wait_for_change(self, seconds: float) -> None:
+        """Until the grants change, or ``seconds`` pass on this limiter's clock."""
+        self._changed.clear()
+        changed = asyncio.ensure_future(self._changed.wait())
+        timer = asyncio.ensure_future(self._sleep(seconds))
+        try:
+            await asyncio.wait((changed, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            timer.cancel()
 
     async def acquire(self) -> None:
         """Wait for a slot of our own. Each slot is used once, and only within its second."""
         while True:
-            now = self._clock()
-            reserved = self._reserve(now)
-            if reserved is None:
-                self._changed.clear()
-                # Woken early by new grants; otherwise re-check once a second.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
-                continue
+            async with self._turn:
+                while True:
+                    now = self._clock()
+                    reserved = self._reserve(now)
+                    if reserved is not None:
+                        break
+                    # No slot within reach: wait for it to come within reach (or, without
+                    # any grant, re-check once a second), or for new grants.
+                    found = self._earliest(now)
+                    await self._wait_for_change(
+                        1.0 if found is None else found[0] - now - BOOK_AHEAD
+                    )
             at, deadline = reserved
             # Never before the slot: a timer may fire up to its clock's resolution early.
             while (now := self._clock()) < at:
-                await self._sleep(at - now)  # type: ignore[misc]
+                await self._sleep(at - now)
             if now < deadline:
                 self.used += 1
                 return
