@@ -132,7 +132,16 @@ def cli(verbose: int) -> None:
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--shards", type=click.IntRange(1, MAX_SHARDS), help="Override spec.sharding.shards.")
-@click.option("--parallelism", type=click.IntRange(1, 1000), help="Shards running at once.")
+@click.option(
+    "--parallelism",
+    type=click.IntRange(1, 1000),
+    help="Shards running at once, each in its own process.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, MAX_SHARDS),
+    help="Worker processes the shards share (default: one per core, at most one per shard).",
+)
 @output_option
 @secrets_dir_option()
 @click.option(
@@ -150,6 +159,7 @@ def run(
     manifest: Path,
     shards: int | None,
     parallelism: int | None,
+    processes: int | None,
     output: str,
     secrets_dir: str | None,
     state_dir: Path,
@@ -168,6 +178,7 @@ def run(
         manifest=manifest.resolve(),
         shards=shards,
         parallelism=parallelism,
+        processes=processes,
         secrets_dir=secrets_dir,
         state_dir=state_dir,
         transport=transport,
@@ -212,9 +223,11 @@ def demo(items: int, output: str, db: Path) -> None:
 )
 @click.option(
     "--shard",
-    type=int,
-    default=lambda: int(os.environ.get("JOB_COMPLETION_INDEX", "0")),
-    help="This shard's index (default: the Indexed Job's JOB_COMPLETION_INDEX).",
+    type=click.IntRange(0, MAX_SHARDS - 1),
+    multiple=True,
+    default=lambda: [int(os.environ.get("JOB_COMPLETION_INDEX", "0"))],
+    help="This shard's index (default: the Indexed Job's JOB_COMPLETION_INDEX); repeat it to "
+    "run several shards in this process.",
 )
 @click.option(
     "--shards", type=click.IntRange(1, MAX_SHARDS), default=1, help="How many shards the run has."
@@ -263,7 +276,7 @@ def demo(items: int, output: str, db: Path) -> None:
 @click.option("--owner", envvar="FLEETSYNC_OWNER", help="Metrics label: schedule or SyncJob.")
 def worker(
     manifest: Path,
-    shard: int,
+    shard: tuple[int, ...],
     shards: int,
     run_name: str | None,
     pod: str | None,
@@ -279,10 +292,13 @@ def worker(
     """One shard of a run (the container entrypoint of worker pods)."""
     from fleetsync.worker.main import WorkerOptions, worker_main
 
+    if any(index >= shards for index in shard):
+        raise click.BadParameter(f"each must be below --shards ({shards})", param_hint="--shard")
+
     logging.getLogger("fleetsync").setLevel(logging.INFO)
     options = WorkerOptions(
         manifest=manifest,
-        shard=shard,
+        shard=tuple(dict.fromkeys(shard)),
         shards=shards,
         run=run_name,
         pod=pod,

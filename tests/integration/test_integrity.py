@@ -177,26 +177,30 @@ def test_the_books_balance_with_malformed_payloads(sim: SimulatorProcess, tmp_pa
     assert_invariant(items, rows, letters)
 
 
+@pytest.mark.parametrize("processes", [2, 1], ids=["a-process-per-shard", "shards-share-one"])
 def test_a_killed_worker_refetches_at_most_one_sink_batch(
-    sim: SimulatorProcess, dynamodb_endpoint: str, tmp_path: Path
+    sim: SimulatorProcess, dynamodb_endpoint: str, tmp_path: Path, processes: int
 ) -> None:
-    """Two shard processes; shard 0 is SIGKILLed mid-run and restarted by ``fleetsync run``
-    from its last checkpoint. Every vendor call beyond one per item is a re-fetch."""
+    """Two shards, in a process each or sharing one; shard 0's process is SIGKILLed mid-run
+    and restarted by ``fleetsync run`` with the shards it had not finished, from their last
+    checkpoints. Every vendor call beyond one per item is a re-fetch: at most one sink
+    batch per shard the kill interrupted."""
     count, batch = 1200, 25  # DynamoDB batches of 25; vendor concurrency 4 < 25
     sim.reset()
+    table = f"kill{processes}"  # one table per case: the DynamoDB server outlives a test
     url = f"{sim.url}/vendors/steady/plants/{{id}}/realtime"
-    body = job("kill", url, count, dynamodb_sink(dynamodb_endpoint, "kill"))
+    body = job("kill", url, count, dynamodb_sink(dynamodb_endpoint, table))
     body["spec"]["sink"]["dynamodb"]["createTable"] = False
     boto3.client("dynamodb", endpoint_url=dynamodb_endpoint, region_name="us-east-1",
                  aws_access_key_id="test", aws_secret_access_key="test").create_table(
-        TableName="kill", KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}],
+        TableName=table, KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )  # fmt: skip
     state = tmp_path / "s"
     runner = subprocess.Popen(
         [*FLEETSYNC, "run", str(write_manifest(tmp_path, body)), "--output", "json",
-         "--state-dir", str(state), "--shards", "2"],
+         "--state-dir", str(state), "--shards", "2", "--processes", str(processes)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **AWS},
     )  # fmt: skip
     pid_file = state / "runs" / "kill" / "shard-0.pid"
@@ -214,14 +218,15 @@ def test_a_killed_worker_refetches_at_most_one_sink_batch(
         logs = {p.name: p.read_text()[-2000:] for p in (state / "runs" / "kill").glob("*.log")}
         pytest.fail(f"the run did not finish; logs: {logs}")
     summary = summary_of(stdout)
-    assert summary["restarts"] == {"0": 1}, (summary["restarts"], stderr)
+    killed = {"0": 1} if processes == 2 else {"0": 1, "1": 1}
+    assert summary["restarts"] == killed, (summary["restarts"], stderr)
     items = summary["items"]
     # Items written but not yet in a checkpoint are fetched again and found unchanged.
     assert items["total"] == count and items["synced"] + items["unchanged"] == count, items
     calls = sim.stats()["vendors"]["steady"]["total"]
     refetched = calls - count
     print(f"vendor calls {calls} for {count} items: {refetched} re-fetched after one kill")
-    assert 0 <= refetched <= batch, refetched
-    records, letters = dynamodb_rows(dynamodb_endpoint, "kill")
+    assert 0 <= refetched <= batch * len(killed), refetched
+    records, letters = dynamodb_rows(dynamodb_endpoint, table)
     assert records == {f"p-{i}" for i in range(count)}
     assert_invariant(items, len(records), len(letters))

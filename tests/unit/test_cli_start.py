@@ -16,7 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetsync.api.v1alpha1 import SyncJobSpec
-from fleetsync.local.runner import ITEMS_PER_PROCESS, idle_cores, plan_local_shards
+from fleetsync.local.runner import (
+    ITEMS_PER_PROCESS,
+    idle_cores,
+    plan_local_processes,
+    plan_local_shards,
+)
 
 HEAVY = (
     "aiohttp",
@@ -162,6 +167,32 @@ def test_explicit_shards_win_over_the_plan() -> None:
     assert plan_local_shards(_spec(7_000), 3, cores=2) == 3
     assert plan_local_shards(_spec(7_000, shards=4), None, cores=2) == 4
     assert plan_local_shards(_spec(1_000_000, shards=2), 5, cores=64) == 5
+
+
+def test_shards_share_one_process_per_core() -> None:
+    # 8 shards on 2 cores: two interpreter starts, not eight (bench section 3).
+    assert plan_local_processes(8, None, None, cores=2) == [(0, 2, 4, 6), (1, 3, 5, 7)]
+    assert plan_local_processes(2, None, None, cores=8) == [(0,), (1,)]
+    assert plan_local_processes(3, 1, None, cores=8) == [(0, 1, 2)]  # --processes wins
+    # --parallelism keeps a process per shard (at most that many at once).
+    assert plan_local_processes(4, None, 2, cores=2) == [(0,), (1,), (2,), (3,)]
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(
+    shards=st.integers(1, 256),
+    requested=st.none() | st.integers(1, 256),
+    parallelism=st.none() | st.integers(1, 64),
+    cores=st.integers(1, 64),
+)
+def test_every_shard_runs_in_exactly_one_process(
+    shards: int, requested: int | None, parallelism: int | None, cores: int
+) -> None:
+    groups = plan_local_processes(shards, requested, parallelism, cores=cores)
+    assert sorted(shard for group in groups for shard in group) == list(range(shards))
+    assert all(groups) and len(groups) <= shards
+    if parallelism is None:
+        assert len(groups) == min(shards, requested or cores)
 
 
 def test_the_default_plan_uses_at_most_the_idle_cores() -> None:

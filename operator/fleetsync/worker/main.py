@@ -48,7 +48,7 @@ log = logging.getLogger("fleetsync.worker")
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     manifest: Path
-    shard: int
+    shard: tuple[int, ...]  # this process's shards: one in a pod; locally, several may share one
     shards: int
     run: str | None = None
     pod: str | None = None
@@ -179,14 +179,19 @@ async def _first_contact(
 
 async def _main(options: WorkerOptions) -> int:
     name, spec = load_spec(options.manifest)
-    plan = ShardPlan(
-        run=options.run or name,
-        shard=options.shard,
-        shards=options.shards,
-        pod=options.pod or f"{socket.gethostname()}-{os.getpid()}",
-        base_dir=options.manifest.parent,
-        config_map_dir=options.config_map_dir,
-    )
+    pod = options.pod or f"{socket.gethostname()}-{os.getpid()}"
+    plans = [
+        ShardPlan(
+            run=options.run or name,
+            shard=shard,
+            shards=options.shards,
+            # Each shard is its own holder of leases and its own reporter.
+            pod=pod if len(options.shard) == 1 else f"{pod}-{shard}",
+            base_dir=options.manifest.parent,
+            config_map_dir=options.config_map_dir,
+        )
+        for shard in options.shard
+    ]
     coordinator: Coordinator = (
         HttpCoordinator(options.coordinator_url, token_file=options.token_file)
         if options.coordinator_url
@@ -198,7 +203,7 @@ async def _main(options: WorkerOptions) -> int:
     if options.metrics_port is not None:
         registry = CollectorRegistry()
         metrics = WorkerMetrics.create(
-            registry, namespace=options.namespace, owner=options.owner or plan.run
+            registry, namespace=options.namespace, owner=options.owner or plans[0].run
         )
         try:
             start_http_server(options.metrics_port, registry=registry)
@@ -209,26 +214,39 @@ async def _main(options: WorkerOptions) -> int:
         log.info("SIGTERM: finishing in-flight items, then exiting 75")
         stop.set()
 
+    async def one(plan: ShardPlan) -> EngineResult:
+        try:
+            return await run_shard(
+                spec,
+                plan,
+                secrets=SecretResolver(options.secrets_dir),
+                coordinator=coordinator,
+                transport=options.transport,
+                stop=stop,
+                metrics=metrics,
+            )
+        except (ManifestError, SinkError) as error:
+            await _report_failure(coordinator, plan, error)
+            raise
+
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
-        result = await run_shard(
-            spec,
-            plan,
-            secrets=SecretResolver(options.secrets_dir),
-            coordinator=coordinator,
-            transport=options.transport,
-            stop=stop,
-            metrics=metrics,
-        )
-    except (ManifestError, SinkError) as error:
-        await _report_failure(coordinator, plan, error)
-        raise
+        outcomes = await asyncio.gather(*(one(plan) for plan in plans), return_exceptions=True)
     finally:
         await coordinator.aclose()
-    if result.state == "failed":
-        log.error("shard failed: %s", result.error)
+    for outcome in outcomes:  # a configuration error first: it is every shard's
+        if isinstance(outcome, ManifestError):
+            raise outcome
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    results = [o for o in outcomes if not isinstance(o, BaseException)]
+    for result in results:
+        if result.state == "failed":
+            log.error("shard failed: %s", result.error)
+    if any(result.state == "failed" for result in results):
         return ExitCode.FAILED
-    return ExitCode.OK if result.state == "done" else ExitCode.INTERRUPTED
+    return ExitCode.OK if all(r.state == "done" for r in results) else ExitCode.INTERRUPTED
 
 
 def failure_text(error: BaseException) -> str:
