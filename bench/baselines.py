@@ -8,8 +8,9 @@ same simulator and writing them to the same sink.
   ``executemany`` batches of 500, overlapping fetch and write. No retries, no mapping
   language, no state: what this machine allows, not a product.
 
-``python -m bench.baselines raw URL COUNT DB CONCURRENCY`` runs the raw bound as its own
-process (the 500-item case compares process to process).
+``python -m bench.baselines raw URL COUNT DB CONCURRENCY`` (or ``seed URL COUNT DB``) runs a
+baseline as its own process, so it pays an interpreter start and its imports as
+``fleetsync run`` does: the headline ratios compare process to process.
 """
 
 from __future__ import annotations
@@ -147,7 +148,15 @@ def raw_command(base: str, count: int, db: Path, concurrency: int) -> list[str]:
     ]
 
 
+def seed_command(base: str, count: int, db: Path) -> list[str]:
+    return [sys.executable, "-m", "bench.baselines", "seed", base, str(count), str(db)]
+
+
 if __name__ == "__main__":
-    _, kind, url, n, path, width = sys.argv
-    assert kind == "raw", kind
-    raw_bound(url, int(n), Path(path), int(width))
+    kind, url, n, path, *width = sys.argv[1:]
+    if kind == "raw":
+        raw_bound(url, int(n), Path(path), int(width[0]))
+    elif kind == "seed":
+        seed_sqlite(url, int(n), Path(path))
+    else:
+        raise SystemExit(f"unknown baseline {kind!r}: raw or seed")
