@@ -259,8 +259,11 @@ def test_a_suspended_run_is_current_and_suspended(
     """Suspended is a deliberate, stable state: `helm --wait` and Flux must not hang on it.
     kstatus has no message of its own for a Current custom resource ("Resource is Ready" or
     "Resource is current"), so the word "suspended" is read from the Suspended condition."""
-    apply(operator, syncjob("h-suspend", simulator, store("suspend"), vendors=("slow",),
-                            count=2000))  # fmt: skip
+    manifest = syncjob("h-suspend", simulator, store("suspend"), vendors=("slow",), count=2000)
+    # ~50 s of running at 40 req/s, so the suspend lands mid-run however fast the engine
+    # gets (adaptive concurrency's slow start fetches 2,000 items at 40 ms in about a second).
+    manifest["spec"]["source"]["rateLimit"] = {"requestsPerSecond": 40}
+    apply(operator, manifest)
     wait_for(
         lambda: (snapshot(operator, "syncjob", "h-suspend")[0].get("status") or {}).get("phase")
         == "Running",

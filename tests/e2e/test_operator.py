@@ -576,7 +576,11 @@ def test_a_pod_may_report_only_for_its_own_run(
 ) -> None:
     import httpx
 
-    apply_job(operator, syncjob("plants-tok", simulator, store("t"), vendors=("slow",)))
+    manifest = syncjob("plants-tok", simulator, store("t"), vendors=("slow",))
+    # Paced (2,000 items at 40 req/s), so its shard pods are running for a while however
+    # fast the engine gets.
+    manifest["spec"]["source"]["rateLimit"] = {"requestsPerSecond": 40}
+    apply_job(operator, manifest)
 
     def running_pod() -> str | None:
         for pod in get_json(
@@ -818,6 +822,8 @@ def test_deleting_a_namespace_with_a_running_syncjob_completes(
         )
     manifest = syncjob("plants-doomed", simulator, db, vendors=("slow",), count=2000)
     manifest["metadata"]["namespace"] = DOOMED
+    # Paced, so two shard pods are running at once for a while however fast the engine gets.
+    manifest["spec"]["source"]["rateLimit"] = {"requestsPerSecond": 40}
     apply_job(operator, manifest)
 
     def running() -> bool:
