@@ -8,7 +8,8 @@ same simulator and writing them to the same sink.
   ``executemany`` batches of 500, overlapping fetch and write. No retries, no mapping
   language, no state: what this machine allows, not a product.
 
-``python -m bench.baselines raw URL COUNT DB CONCURRENCY`` (or ``seed URL COUNT DB``) runs a
+``python -m bench.baselines raw URL COUNT DB CONCURRENCY`` (or ``seed URL COUNT DB``, or
+``seed-dynamodb URL COUNT ENDPOINT TABLE``) runs a
 baseline as its own process, so it pays an interpreter start and its imports as
 ``fleetsync run`` does: the headline ratios compare process to process.
 """
@@ -152,11 +153,18 @@ def seed_command(base: str, count: int, db: Path) -> list[str]:
     return [sys.executable, "-m", "bench.baselines", "seed", base, str(count), str(db)]
 
 
+def seed_dynamodb_command(base: str, count: int, endpoint: str, table: str) -> list[str]:
+    return [sys.executable, "-m", "bench.baselines", "seed-dynamodb", base, str(count),
+            endpoint, table]  # fmt: skip
+
+
 if __name__ == "__main__":
     kind, url, n, path, *width = sys.argv[1:]
     if kind == "raw":
         raw_bound(url, int(n), Path(path), int(width[0]))
     elif kind == "seed":
         seed_sqlite(url, int(n), Path(path))
+    elif kind == "seed-dynamodb":  # path: the endpoint; width: the table
+        seed_dynamodb(url, int(n), path, width[0])
     else:
-        raise SystemExit(f"unknown baseline {kind!r}: raw or seed")
+        raise SystemExit(f"unknown baseline {kind!r}: raw, seed or seed-dynamodb")

@@ -1,4 +1,4 @@
-"""One vendor's rate limit shared by 8 shard processes (issue 17, item 4): how much of the
+"""One vendor's rate limit shared by 8 shards (issue 17, item 4): how much of the
 budget the fleet uses, how long the run takes against the ideal (items / limit, the
 baseline), and that no second ever saw more requests than the limit."""
 
@@ -44,7 +44,10 @@ def case_limit(settings: Settings) -> list[str]:
             runs.append(_once(sim, shards, rate, count))
             print(f"  limit: {runs[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
     return [
-        f"## 3. One {rate:g} req/s vendor budget shared by {shards} shard processes, {count} items",
+        f"## 3. One {rate:g} req/s vendor budget shared by {shards} shards, {count} items",
+        "",
+        "`fleetsync run --shards 8`: the shards share one worker process per core (two here), each "
+        "shard its own holder of the budget.",
         "",
         f"Baseline: the ideal run, {count} / {rate:g} = {ideal:.1f} s. Utilisation: mean "
         "accepted requests per whole second (first and last seconds dropped) / limit; over the "
