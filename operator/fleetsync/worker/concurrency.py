@@ -4,8 +4,10 @@ Start like TCP's slow start: one more per success (the limit doubles every round
 the first sign of pushback — a 429, an error, or the median of the last few answers rising
 past the lowest such median seen (the vendor, or our own event loop, began to queue). The
 additive rule alone took ~240 round trips from 16 to 256 against a vendor that never
-pushes back: 7,000 items at 50 ms ran 1.30x slower than at fixed 256 (bench/results.md
-section 1). After slow start ends it does not resume: the rules below take over.
+pushes back: 7,000 items at 50 ms ran 1.30x slower than at fixed 256 (now 1.01x,
+bench/results.md section 1). Growth waits for the first round trip's answers, so a vendor
+that throttles at once sees only the initial limit's overshoot. After slow start ends it
+does not resume: the rules below take over.
 
 Then grow by one after ``limit`` successes (about one round trip at full concurrency) while the
 vendor's latency stays near its no-load baseline; shrink multiplicatively on 429s (x0.5)
@@ -26,7 +28,9 @@ calls in bench/results.md section 4). So the first 429 also teaches a :class:`Ra
 the rate the vendor accepted over the last second, of which the gate then sends at most
 95 % in any one-second window; later 429s re-learn it (lower), and a quiet second spent at
 the ceiling probes upward in growing steps, so a limit that rises is found again. From then
-on 429s move the ceiling, not the concurrency.
+on 429s move the ceiling, not the concurrency, and the concurrency stays within twice what
+the ceiling needs (rate x latency, Little's law): more in flight only turns a probe that
+overshoots into a bigger burst of 429s.
 
 Hand-written: the libraries that do this (e.g. Netflix's concurrency-limits) are Java;
 nothing on PyPI fits.
