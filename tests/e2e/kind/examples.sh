@@ -49,15 +49,31 @@ spec:
         - python
         - -c
         - |
-          import json, urllib.request
+          import json, sys, time, urllib.request
           url = "http://simulator.fleetsync-simulator.svc:8765/_sim/stats"
-          print("vendors:", ",".join(sorted(json.load(urllib.request.urlopen(url, timeout=10))["vendors"])))
+          for attempt in range(1, 13):  # a fresh node's DNS and Service may lag: 60 s at most
+              try:
+                  stats = json.load(urllib.request.urlopen(url, timeout=5))
+                  break
+              except OSError as error:
+                  print(f"attempt {attempt}: {error}", file=sys.stderr, flush=True)
+                  time.sleep(5)
+          else:
+              sys.exit("the simulator was not reachable by its DNS name")
+          print("vendors:", ",".join(sorted(stats["vendors"])))
       securityContext:
         allowPrivilegeEscalation: false
         readOnlyRootFilesystem: true
         capabilities: {drop: [ALL]}
 POD
-k -n fleetsync-simulator wait pod/dns-probe --for=jsonpath='{.status.phase}'=Succeeded --timeout=120s
+if ! k -n fleetsync-simulator wait pod/dns-probe --for=jsonpath='{.status.phase}'=Succeeded --timeout=120s; then
+  echo "examples.sh: dns-probe did not succeed; its status, log and the namespace's events:" >&2
+  k -n fleetsync-simulator get pod dns-probe -o jsonpath='{.status}' >&2 || true
+  k -n fleetsync-simulator logs dns-probe >&2 || true
+  k -n fleetsync-simulator get events --sort-by=.lastTimestamp >&2 || true
+  k -n kube-system get pods -o wide >&2 || true
+  exit 1
+fi
 out=$(k -n fleetsync-simulator logs dns-probe)
 echo "examples.sh: simulator by DNS name from a restricted pod: $out"
 [[ "$out" == "vendors: devices,huawei,meters,plans,solaredge,sungrow" ]]
