@@ -36,6 +36,9 @@ def sim() -> Iterator[SimulatorProcess]:
             ),
             "slow": VendorConfig.model_validate({"latency": {"p50Ms": 30, "p99Ms": 60}}),
             "broken": VendorConfig.model_validate({**fast, "malformedRate": 0.05}),
+            "listing": VendorConfig.model_validate(
+                {**fast, "inventory": {"count": 25, "pageSize": 10}}
+            ),
         }
     )
     with SimulatorProcess(config) as simulator:
@@ -103,6 +106,24 @@ def stored(db: Path) -> dict[str, tuple[Any, Any]]:
         return {
             k: (p, u) for k, p, u in connection.execute("SELECT key, power, updated_at FROM plants")
         }
+
+
+@pytest.mark.parametrize("shards", ["1", "3"], ids=["in-process", "shards-sharing-processes"])
+def test_an_http_inventory_is_listed_and_every_item_synced(
+    sim: SimulatorProcess, tmp_path: Path, shards: str
+) -> None:
+    # The inventory's client is made only when an HTTP inventory asks for it: the template
+    # check and every shard (in the runner's process, or several in a worker process) list
+    # the three pages themselves.
+    db = tmp_path / "listed.db"
+    body = manifest(sim, db, count=1, vendors=("listing",))
+    body["spec"]["fleet"]["inventory"] = {"http": {"url": f"{sim.url}/vendors/listing/inventory"}}
+    body["spec"]["source"]["http"] = {"url": f"{sim.url}/vendors/listing/plants/{{id}}/realtime"}
+    del body["spec"]["source"]["vendors"]
+    out = run(tmp_path, body, "--shards", shards, "--processes", "2")
+    assert out.returncode == 0, out.stderr
+    assert summary(out)["items"]["synced"] == 25
+    assert set(stored(db)) == {f"listing-{i}" for i in range(25)}
 
 
 def test_a_run_syncs_exactly_what_the_vendors_serve(sim: SimulatorProcess, tmp_path: Path) -> None:

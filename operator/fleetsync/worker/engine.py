@@ -238,7 +238,7 @@ class ShardEngine:
             self.spec.fleet.inventory,
             key=key_field,
             base_dir=self.plan.base_dir,
-            http_client=self.fetcher.client if self.spec.fleet.inventory.http else None,
+            http_client=lambda: self.fetcher.client,
             config_map_dir=self.plan.config_map_dir,
         ):
             vendors.observe(item)

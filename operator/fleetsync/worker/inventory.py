@@ -21,7 +21,7 @@ import contextlib
 import csv
 import hashlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import cast
 from urllib.parse import urljoin, urlsplit
@@ -35,6 +35,9 @@ from fleetsync.api.v1alpha1.syncjob import FileInventory, HttpInventory, Invento
 from fleetsync.errors import ManifestError, PayloadError, VendorError
 from fleetsync.worker.fetch import AllowedHosts, BodyTooLarge, send_bounded
 from fleetsync.worker.template import expand_generated
+
+# An HTTP inventory's client, or what makes it on first use (only an HTTP inventory asks).
+ClientSource = httpx.AsyncClient | Callable[[], httpx.AsyncClient]
 
 __all__ = ["Item", "first_items", "iter_inventory", "parse_json", "shard_of"]
 
@@ -190,7 +193,7 @@ async def iter_inventory(
     *,
     key: str,
     base_dir: Path,
-    http_client: httpx.AsyncClient | None = None,
+    http_client: ClientSource | None = None,
     config_map_dir: Path | None = None,
 ) -> AsyncGenerator[Item, None]:
     """Every item of the fleet, in a stable order (the checkpoint relies on it)."""
@@ -215,7 +218,8 @@ async def iter_inventory(
     elif inventory.http is not None:
         if http_client is None:
             raise ManifestError([("spec.fleet.inventory.http", "no HTTP client available")])
-        async for item in _http_items(inventory.http, http_client):
+        client = http_client if isinstance(http_client, httpx.AsyncClient) else http_client()
+        async for item in _http_items(inventory.http, client):
             yield item
 
 
@@ -245,7 +249,7 @@ async def first_items(
     key: str,
     base_dir: Path,
     count: int = 20,
-    http_client: httpx.AsyncClient | None = None,
+    http_client: ClientSource | None = None,
     config_map_dir: Path | None = None,
 ) -> list[Item]:
     """The inventory's first ``count`` items (an HTTP inventory: from its first page)."""

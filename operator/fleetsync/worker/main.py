@@ -152,7 +152,7 @@ async def _check_templates(spec: SyncJobSpec, plan: ShardPlan, fetcher: Fetcher)
         spec.fleet.inventory,
         key=spec.fleet.key,
         base_dir=plan.base_dir,
-        http_client=fetcher.client if spec.fleet.inventory.http else None,
+        http_client=lambda: fetcher.client,
         config_map_dir=plan.config_map_dir,
     )
     problems = template_problems(spec, items) if items else []
@@ -241,10 +241,10 @@ async def _main(options: WorkerOptions) -> int:
         if isinstance(outcome, BaseException):
             raise outcome
     results = [o for o in outcomes if not isinstance(o, BaseException)]
-    for result in results:
-        if result.state == "failed":
-            log.error("shard failed: %s", result.error)
-    if any(result.state == "failed" for result in results):
+    failed = [result for result in results if result.state == "failed"]
+    for result in failed:
+        log.error("shard failed: %s", result.error)
+    if failed:
         return ExitCode.FAILED
     return ExitCode.OK if all(r.state == "done" for r in results) else ExitCode.INTERRUPTED
 
