@@ -9,7 +9,7 @@ import json
 import os
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,7 @@ from fleetsync.api.progress import CheckpointWire, ReplyWire, ReportWire
 from fleetsync.api.v1alpha1 import SyncJobSpec
 from fleetsync.coordination.protocol import Coordinator, NoCoordinator
 from fleetsync.coordination.timing import LeaseTiming
-from fleetsync.sinks.base import Record
+from fleetsync.sinks.base import Record, WriteResult
 from fleetsync.worker.checkpoint import CheckpointTracker
 from fleetsync.worker.engine import EngineResult, ShardEngine, ShardPlan
 from fleetsync.worker.fetch import Fetcher
@@ -252,6 +252,51 @@ async def test_a_kill_refetches_at_most_the_refetch_window() -> None:
     assert fetched == 600
     resumed = CheckpointTracker(coordinator.checkpoint)
     assert resumed.watermark == 599 and sum(resumed.counts.values()) == 600
+
+
+class SlowSink(FaultySink):
+    """Each batch write takes ``seconds``; counts the vendor calls made meanwhile."""
+
+    def __init__(self, seconds: float, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.seconds = seconds
+        self.writing = 0
+
+    async def write_batch(self, records: Sequence[Record]) -> WriteResult:
+        self.writing += 1
+        try:
+            await asyncio.sleep(self.seconds)
+            return await super().write_batch(records)
+        finally:
+            self.writing -= 1
+
+
+async def test_fetching_goes_on_while_a_batch_is_written_within_the_window() -> None:
+    # Regression (bench section 1): the SQLite batch (500) was as large as the re-fetch
+    # window (500), so a batch filled only once every window slot was taken and fetching
+    # stopped for each write and report: the pipeline ran in lockstep.
+    sink = SlowSink(0.02, batch_size=25)
+    coordinator = KeepingCoordinator()
+    during: list[bool] = []
+    fetched = 0
+    exposed: list[int] = []
+
+    def watching(request: httpx.Request) -> httpx.Response:
+        nonlocal fetched
+        fetched += 1
+        held = coordinator.checkpoint
+        exposed.append(fetched - (sum(held["counts"].values()) if held else 0))
+        during.append(sink.writing > 0)
+        return vendor(request)
+
+    engine, result = await run_engine(
+        make_spec(300), sink, coordinator=coordinator, handler=watching
+    )
+    assert result.state == "done"
+    assert engine.books.window == 25
+    assert max(exposed) <= 25, "the re-fetch bound still holds"
+    assert sum(during) >= 100, f"{sum(during)} of 300 vendor calls made while a batch was written"
+    assert max(len(batch) for batch in sink.batches) <= 12, "at most half the window"
 
 
 async def test_a_replacement_says_it_has_no_checkpoint_and_resumes_from_the_reply(

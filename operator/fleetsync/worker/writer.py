@@ -38,7 +38,7 @@ from fleetsync.sinks.base import DeadLetter, Sink, WriteResult
 from fleetsync.worker.batcher import Batcher, Entry, Letter
 from fleetsync.worker.outcome import Books, Pending
 
-__all__ = ["SINK_BACKOFF", "SinkWriter"]
+__all__ = ["SINK_BACKOFF", "SinkWriter", "write_batch_size"]
 
 log = logging.getLogger("fleetsync.worker")
 
@@ -52,6 +52,19 @@ SINK_BACKOFF = Backoff(base=0.2, cap=5.0, jitter="full")
 _BATCH_TRIES = 4  # for a batch that raised SinkError: then its items are dead-lettered
 _LETTER_TRIES = 4  # per flush; letters not written are kept for the next one
 _LETTER_ROUNDS = 3  # flushes in a row without a letter written: the sink is unusable
+
+
+def write_batch_size(sink_batch: int, window: int | None) -> int:
+    """Records per write: the sink's batch, but at most half the re-fetch window.
+
+    The window bounds the items fetched and not yet checkpointed (a kill re-fetches at most
+    that many), and its slots come back only once their batch is written and reported. A
+    batch as large as the window could fill only when every slot was taken: fetching stopped
+    for each write and report, the pipeline ran in lockstep (SQLite's 500 against a window
+    of 500). Half the window lets one half fetch while the other is written and reported."""
+    if window is None:
+        return sink_batch
+    return max(1, min(sink_batch, window // 2))
 
 
 def dead_letter(pending: Pending, reason: str, attempts: int) -> DeadLetter:
@@ -83,7 +96,11 @@ class SinkWriter:
         self.sink = sink
         self.run = run
         self.books = books
-        self.batcher = Batcher(sink.max_batch_size, linger=_LINGER_SECONDS, max_wait=_MAX_WAIT)
+        self.batcher = Batcher(
+            write_batch_size(sink.max_batch_size, books.window),
+            linger=_LINGER_SECONDS,
+            max_wait=_MAX_WAIT,
+        )
         self._slots = asyncio.Semaphore(sink.max_concurrent_writes)
         self._stop = asyncio.Event()
         self._rng = rng or random.Random()
