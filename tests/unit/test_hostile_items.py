@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from fleetsync.api.manifest import parse_manifest
 from fleetsync.api.v1alpha1 import Source, SyncJob
@@ -239,3 +241,52 @@ async def test_the_built_request_carries_encoded_values_and_the_credential_to_it
     )
     assert urlsplit(request.url).path.count("/") == 2
     assert request.headers["Authorization"] == "Bearer vendor-token"
+
+
+def _reference_expand_url(template: str, values: dict[str, object]) -> str:
+    """expand_url without its fast paths: every field through the formatter's walk, every
+    URL through the dot-segment walk (what the fast paths must agree with)."""
+    from urllib.parse import quote, unquote
+
+    from fleetsync.worker.template import _FORMATTER, _parsed
+
+    out: list[str] = []
+    for literal, field, trusted, _plain in _parsed(template):
+        out.append(literal)
+        if field is not None:
+            value, _ = _FORMATTER.get_field(field, (), values)
+            out.append(str(value) if trusted else quote(str(value), safe=""))
+    url = "".join(out)
+    for segment in urlsplit(url).path.split("/"):
+        if unquote(segment) in (".", ".."):
+            raise PayloadError("url: the expanded path has a '.' or '..' segment; not sent")
+    return url
+
+
+_URL_PIECES = st.sampled_from(
+    ["/", ".", "..", "%2e", "%2E", "%2f", "\t", "\n", "a", "p-1", "?q=", "#", "{id}",
+     "{id:raw}", "{n}", "{n:raw}", "{x__y}", "{1a}", "{²}", "{missing}", "{d[k]}", "{d.k}"]
+)  # fmt: skip
+
+
+@given(
+    pieces=st.lists(_URL_PIECES, max_size=10),
+    base=st.sampled_from([BASE, BASE + "/v1", "", "./", "..", "http://h/."]),
+    value=st.text(st.sampled_from(["a", ".", "/", "%", "2", "e", "\t", "é"]), max_size=5),
+)
+@example(pieces=["/", "\t", ".", "/"], base=BASE, value="")  # urlsplit drops the tab
+@example(pieces=["/", "%2E", "%2e"], base=BASE, value="")
+@example(pieces=["{id:raw}"], base=BASE + "/", value="..")
+@settings(max_examples=400, deadline=None)
+def test_expand_url_fast_paths_agree_with_the_full_walk(
+    pieces: list[str], base: str, value: str
+) -> None:
+    template = base + "".join(pieces)
+    values: dict[str, object] = {"id": value, "n": 7, "x__y": 1, "²": 2, "d": {"k": value}}
+    outcomes = []
+    for expand in (expand_url, _reference_expand_url):
+        try:
+            outcomes.append(expand(template, values))
+        except PayloadError as error:
+            outcomes.append(f"PayloadError: {error}")
+    assert outcomes[0] == outcomes[1]

@@ -70,3 +70,54 @@ def test_plain_paths_agree_with_jsonpath_ng(
     else:
         with pytest.raises(PayloadError, match="matched nothing"):
             mapper.apply(document)  # type: ignore[arg-type]
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.integers(min_value=-(2**65), max_value=2**65)
+    | st.text(alphabet=st.characters(codec=None), max_size=6)  # lone surrogates too
+)
+
+
+@given(
+    value=st.recursive(
+        _SCALARS,
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+        ),
+        max_leaves=8,
+    )
+)
+@settings(max_examples=500, deadline=None)
+def test_the_scalar_shortcut_decides_as_the_full_walk(value: object) -> None:
+    from fleetsync.api.v1alpha1._rules import finite_json
+    from fleetsync.worker.mapping import MAX_DEPTH, _check_value
+
+    def walk_refuses() -> bool:  # the check without its shortcut
+        try:
+            finite_json(value, "v", max_depth=MAX_DEPTH)
+        except ValueError:
+            return True
+        stack = [value]
+        while stack:
+            node = stack.pop()
+            if (
+                isinstance(node, int)
+                and not isinstance(node, bool)
+                and not -(2**63) <= node < 2**63
+            ):
+                return True
+            if isinstance(node, dict):
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        return False
+
+    try:
+        _check_value("v", value)  # type: ignore[arg-type]
+        refused = False
+    except PayloadError:
+        refused = True
+    assert refused == walk_refuses()

@@ -52,6 +52,11 @@ def refusal(
 
     ``check`` adds the sink's own limits for one scalar; the reason names the attribute."""
     for name, value in attributes.items():
+        if not isinstance(value, dict | list):  # a scalar: no walk, no path to build
+            reason = _portable_problem(value) or check(value)
+            if reason is not None:
+                return f"attribute {name!r} {reason}"
+            continue
         for path, leaf in leaves(value, name):
             reason = _portable_problem(leaf) or check(leaf)
             if reason is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import cast
 
@@ -35,6 +36,8 @@ _INT64 = 2**63
 
 def _check_value(name: str, value: JSONValue) -> None:
     """PayloadError unless ``value`` is storable: finite, UTF-8, shallow, 64-bit integers."""
+    if _plainly_storable(value):
+        return
     try:
         finite_json(value, name, max_depth=MAX_DEPTH)
     except ValueError as error:
@@ -48,6 +51,18 @@ def _check_value(name: str, value: JSONValue) -> None:
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
+
+
+def _plainly_storable(value: JSONValue) -> bool:
+    """The common scalars, decided without the walk (most mapped values are these); False
+    means "walk it", not "refused"."""
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int):
+        return -_INT64 <= value < _INT64
+    return isinstance(value, str) and value.isascii()  # ASCII text is always UTF-8
 
 
 class Mapper:

@@ -43,6 +43,9 @@ __all__ = [
 RAW = "raw"
 _TRUSTED_FIELDS = frozenset({"vendor.baseUrl"})
 _HEADER_BREAKS = re.compile(r"[\r\n\0]")
+# Only a URL holding one of these can have a '.' or '..' path segment (percent-encoded or
+# not, or hidden by the tab/CR/LF urlsplit removes); any other skips the segment walk.
+_DOT_SEGMENT_HINTS = ("/.", "%2", "\t", "\r", "\n")
 
 
 class VendorName(str):
@@ -71,30 +74,50 @@ _FORMATTER = _Formatter()
 Encoder = Callable[[str, str], str]
 
 
+def _is_plain(field: str) -> bool:
+    """A name :meth:`_Formatter.get_field` accepts and reads as ``values[field]``: no
+    ``.attr`` or ``[key]`` to walk."""
+    return (
+        bool(field)
+        and not field[0].isdigit()
+        and "__" not in field
+        and "." not in field
+        and "[" not in field
+    )
+
+
 @functools.lru_cache(maxsize=1024)
-def _parsed(template: str) -> tuple[tuple[str, str | None, bool], ...]:
-    """``template`` as (literal, field, trusted) parts, checked; parsed once per template
-    (a run expands the same few templates for every item)."""
+def _parsed(template: str) -> tuple[tuple[str, str | None, bool, bool], ...]:
+    """``template`` as (literal, field, trusted, plain) parts, checked; parsed once per
+    template (a run expands the same few templates for every item). ``plain``: the field is
+    a bare name, read with one dictionary lookup rather than the formatter's field walk."""
     try:
         parsed = list(_FORMATTER.parse(template))
     except ValueError as error:
         raise PayloadError(f"template {template!r} is malformed: {error}") from None
-    parts: list[tuple[str, str | None, bool]] = []
+    parts: list[tuple[str, str | None, bool, bool]] = []
     for literal, field, spec, conversion in parsed:
         if field is not None and (spec not in ("", RAW) or conversion not in (None, "s")):
             raise PayloadError(f"template field {{{field}}}: only {{{field}:raw}} is allowed")
-        parts.append((literal, field, spec == RAW or field in _TRUSTED_FIELDS))
+        plain = field is not None and _is_plain(field)
+        parts.append((literal, field, spec == RAW or field in _TRUSTED_FIELDS, plain))
     return tuple(parts)
 
 
 def _expand(template: str, values: Mapping[str, object], encode: Encoder | None) -> str:
     """Expand each field of ``template``; ``encode(text, field)`` writes an untrusted value."""
     out: list[str] = []
-    for literal, field, trusted in _parsed(template):
+    for literal, field, trusted, plain in _parsed(template):
         out.append(literal)
         if field is None:
             continue
-        value, _ = _FORMATTER.get_field(field, (), values)
+        if plain:
+            try:
+                value = values[field]
+            except KeyError:
+                raise PayloadError(f"template field {{{field}}} is not in the item") from None
+        else:
+            value, _ = _FORMATTER.get_field(field, (), values)
         text = str(value)
         out.append(text if trusted or encode is None else encode(text, field))
     return "".join(out)
@@ -112,6 +135,8 @@ def _percent_encode(text: str, _field: str) -> str:
 def expand_url(template: str, values: Mapping[str, object]) -> str:
     """Expand a URL template, percent-encoding every untrusted value (RFC 3986)."""
     url = _expand(template, values, _percent_encode)
+    if not url.startswith(".") and not any(hint in url for hint in _DOT_SEGMENT_HINTS):
+        return url
     for segment in urlsplit(url).path.split("/"):
         if unquote(segment) in (".", ".."):
             raise PayloadError("url: the expanded path has a '.' or '..' segment; not sent")
