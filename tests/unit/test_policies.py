@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import statistics
+from collections import deque
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fleetsync.api.constants import BreakerState
 from fleetsync.api.v1alpha1.syncjob import CircuitBreaker as BreakerSpec
 from fleetsync.api.v1alpha1.syncjob import Concurrency, Retry
 from fleetsync.worker.breaker import CircuitBreaker
-from fleetsync.worker.concurrency import AdaptiveConcurrency, ConcurrencyGate
+from fleetsync.worker.concurrency import AdaptiveConcurrency, ConcurrencyGate, RollingMedian
 from fleetsync.worker.retry import RetryPolicy, parse_retry_after
 
 
@@ -238,3 +242,19 @@ def test_breaker_threshold_boundaries(threshold: float) -> None:
     for i in range(10):
         breaker.record(i >= 5)
     assert (breaker.state is BreakerState.OPEN) == (threshold <= 50)
+
+
+@given(
+    size=st.integers(1, 20),
+    values=st.lists(st.floats(0, 10, allow_nan=False) | st.sampled_from([0.05, 0.1]), max_size=80),
+)
+def test_the_rolling_median_is_the_median_of_the_last_values(
+    size: int, values: list[float]
+) -> None:
+    rolling = RollingMedian(size)
+    window: deque[float] = deque(maxlen=size)
+    for value in values:
+        rolling.append(value)
+        window.append(value)
+        assert len(rolling) == len(window)
+        assert rolling.median() == statistics.median(window)
