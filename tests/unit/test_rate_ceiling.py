@@ -97,6 +97,15 @@ def test_a_limit_that_falls_and_rises_is_followed() -> None:
     assert sum(out.accepted[s] for s in range(1020, 1025)) >= 0.85 * 250 * 5
 
 
+def test_a_raised_limit_is_reached_within_three_seconds() -> None:
+    # Bench section 4 (60 -> 250 req/s mid-run, 0.72x the best fixed): probes that passed
+    # grew x2 each, six probes a second apart. Seconds 1007-1008 are 2-4 s after the rise.
+    out = play(lambda t: 150 if t < 2 else 60 if t < 5 else 250, 10)
+    reached = [out.accepted[s] for s in (1007, 1008)]
+    assert sum(reached) >= 0.9 * 2 * 250, reached
+    assert out.share <= 0.03
+
+
 @settings(max_examples=50, derandomize=True, deadline=None)
 @given(
     st.lists(st.floats(min_value=0.0, max_value=0.05), min_size=50, max_size=400),

@@ -68,7 +68,11 @@ SENT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("sent_at"
 # Without a 429 for this long (and for this many requests, so a probe costs a slow vendor
 # no larger share of 429s than a fast one) the ceiling probes upward.
 _QUIET, _QUIET_CALLS = 1.0, 60
-_PROBE_FIRST, _PROBE_MAX = 0.05, 1.0  # the first probe's step up, doubling to at most this
+# The first probe's step up, x4 after each probe that passed, to at most this. Each probe
+# waits for the next burst at the ceiling (about a second); growing x2 took six probes to
+# follow a limit raised from 60 to 250 req/s (bench section 4, 0.72x the best fixed), x4
+# takes four. Steady state is unchanged: a 429 resets the step.
+_PROBE_FIRST, _PROBE_MAX, _PROBE_GROWTH = 0.05, 1.0, 4
 
 
 class RateCeiling:
@@ -156,7 +160,7 @@ class RateCeiling:
             return
         self._last_probe, self._before_probe = now, self.rate
         self.rate *= 1 + self._step
-        self._step = min(_PROBE_MAX, self._step * 2)
+        self._step = min(_PROBE_MAX, self._step * _PROBE_GROWTH)
 
 
 class RollingMedian:
