@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from fleetsync.api.v1alpha1 import SyncJob, SyncSchedule
+from fleetsync.api.v1alpha1 import SyncJob, SyncJobSpec, SyncSchedule
 from fleetsync.api.v1alpha1._rules import finite_json
 from fleetsync.errors import ManifestError
 
@@ -29,6 +29,7 @@ __all__ = [
     "MAX_DOCUMENT_BYTES",
     "load_manifest",
     "load_manifest_file",
+    "load_spec",
     "parse_manifest",
     "validation_problems",
 ]
@@ -247,3 +248,11 @@ def load_manifest_file(path: str | Path) -> SyncJob | SyncSchedule:
     except OSError as error:
         raise ManifestError([(str(path), f"cannot be read: {error.strerror}")]) from None
     return load_manifest(decode_utf8(data, str(path)))
+
+
+def load_spec(path: str | Path) -> tuple[str, SyncJobSpec]:
+    """(name, spec) of a SyncJob manifest, or of one run of a SyncSchedule's template."""
+    manifest = load_manifest_file(path)
+    if isinstance(manifest, SyncSchedule):
+        return manifest.metadata.name, manifest.spec.job_template.spec
+    return manifest.metadata.name, manifest.spec

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -47,6 +48,7 @@ class LocalCoordinator:
         self.token = secrets.token_urlsafe(32)
         self.stopping = False
         self._runner: web.AppRunner | None = None
+        self._socket: socket.socket | None = None
         self.url: str | None = None
         self._state = state
         self._persist_every = persist_every
@@ -84,22 +86,36 @@ class LocalCoordinator:
         report: ReportWire = await request.json()
         return web.json_response(self.handle(report))
 
-    async def start(self) -> str:
+    def listen(self) -> str:
+        """Bind the report endpoint's socket (loopback, a free port) and return its URL.
+
+        Workers may be started at once: their first connections wait in the socket's
+        backlog until :meth:`serve` answers, so aiohttp's import and start (~0.15 s) overlap
+        theirs instead of delaying them."""
+        self._socket = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        port = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def serve(self) -> None:
+        """Answer reports on the socket :meth:`listen` bound."""
         from aiohttp import web
 
+        if self._socket is None:
+            self.listen()
+        sock = self._socket
+        assert sock is not None  # bound by listen()
         app = web.Application()
         app.router.add_post("/v1/report", self._post)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
+        await web.SockSite(self._runner, sock).start()
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._socket is not None:
+            self._socket.close()
 
 
 class InProcessCoordinator:

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from fleetsync.api.manifest import load_manifest_file
+from fleetsync.api.manifest import load_manifest_file, load_spec
 from fleetsync.api.v1alpha1 import SyncSchedule
 from fleetsync.local.console import run_with_console
 from fleetsync.local.runner import RunOptions
 from fleetsync.sinks.base import DeadLetter
-from fleetsync.worker.main import load_spec
 from fleetsync.worker.secrets import SecretResolver
 from fleetsync.worker.sinkfactory import build_sink
 

@@ -25,9 +25,9 @@ import httpx
 from prometheus_client import CollectorRegistry, start_http_server
 
 from fleetsync.api.constants import ExitCode
-from fleetsync.api.manifest import load_manifest_file
+from fleetsync.api.manifest import load_spec
 from fleetsync.api.progress import ReplyWire, ReportWire
-from fleetsync.api.v1alpha1 import SyncJobSpec, SyncSchedule
+from fleetsync.api.v1alpha1 import SyncJobSpec
 from fleetsync.coordination.protocol import Coordinator, NoCoordinator
 from fleetsync.errors import ManifestError, SinkError, describe
 from fleetsync.metrics import WorkerMetrics
@@ -60,14 +60,6 @@ class WorkerOptions:
     metrics_port: int | None = None  # serve /metrics here (pods: scraped by a PodMonitor)
     namespace: str = ""
     owner: str | None = None  # SyncSchedule, or the SyncJob when unscheduled
-
-
-def load_spec(path: Path) -> tuple[str, SyncJobSpec]:
-    """(name, spec) of a SyncJob manifest, or of one run of a SyncSchedule's template."""
-    manifest = load_manifest_file(path)
-    if isinstance(manifest, SyncSchedule):
-        return manifest.metadata.name, manifest.spec.job_template.spec
-    return manifest.metadata.name, manifest.spec
 
 
 def allowed_hosts(spec: SyncJobSpec) -> AllowedHosts:
