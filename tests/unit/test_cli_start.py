@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from fleetsync.api.v1alpha1 import SyncJobSpec
 from fleetsync.local.runner import (
     ITEMS_PER_PROCESS,
+    ITEMS_PER_PROCESS_SQLITE,
     idle_cores,
     plan_local_processes,
     plan_local_shards,
@@ -119,34 +120,41 @@ def test_unknown_command_is_a_usage_error() -> None:
 # A local run's plan: a small or mid-sized fleet pays one interpreter start (issue 17).
 
 
-def _spec(count: int, **sharding: object) -> SyncJobSpec:
+_DYNAMODB = {"dynamodb": {"table": "plants", "key": {"PK": "PLANT#{id}"}}}
+
+
+def _spec(count: int, sink: dict[str, object] | None = None, **sharding: object) -> SyncJobSpec:
     return SyncJobSpec.model_validate(
         {
             "fleet": {"inventory": {"generate": {"count": count}}},
             "source": {"http": {"url": "https://api.vendor.example/plants/{id}"}},
-            "sink": {"sqlite": {"path": "x.db", "table": "plants"}},
+            "sink": sink or {"sqlite": {"path": "x.db", "table": "plants"}},
             "sharding": sharding,
         }
     )
 
 
 @pytest.mark.parametrize(
-    ("count", "cores", "shards"),
+    ("count", "cores", "shards", "sink"),
     [
-        (500, 2, 1),
-        (ITEMS_PER_PROCESS * 2 - 1, 2, 1),
-        (7_000, 1, 1),  # one idle core: a loaded machine
-        (7_000, 2, 2),
-        (7_000, 64, 2),
-        (100_000, 2, 2),
-        (100_000, 64, 32),  # maxParallelism 32 by default
-        (1_000_000, 8, 8),
+        (500, 2, 1, None),
+        (ITEMS_PER_PROCESS_SQLITE * 2 - 1, 2, 1, None),
+        (7_000, 2, 1, None),  # SQLite: one process is faster up to ~14,000 items
+        (14_000, 2, 2, None),
+        (14_000, 1, 1, None),  # one idle core: a loaded machine
+        (100_000, 2, 2, None),
+        (100_000, 64, 14, None),
+        (ITEMS_PER_PROCESS * 2 - 1, 2, 1, _DYNAMODB),
+        (7_000, 2, 2, _DYNAMODB),  # boto3's CPU per item: two processes win at 7,000
+        (7_000, 64, 2, _DYNAMODB),
+        (100_000, 64, 32, _DYNAMODB),  # maxParallelism 32 by default
+        (1_000_000, 8, 8, None),
     ],
 )
 def test_auto_plan_uses_one_process_until_the_fleet_pays_for_more(
-    count: int, cores: int, shards: int
+    count: int, cores: int, shards: int, sink: dict[str, object] | None
 ) -> None:
-    assert plan_local_shards(_spec(count), None, cores=cores) == shards
+    assert plan_local_shards(_spec(count, sink), None, cores=cores) == shards
 
 
 @settings(max_examples=200, derandomize=True, deadline=None)
@@ -158,9 +166,10 @@ def test_auto_plan_uses_one_process_until_the_fleet_pays_for_more(
 def test_auto_plan_is_bounded_by_cores_parallelism_and_fleet(
     count: int, cores: int, max_parallelism: int
 ) -> None:
-    planned = plan_local_shards(_spec(count, maxParallelism=max_parallelism), None, cores=cores)
+    spec = _spec(count, maxParallelism=max_parallelism)
+    planned = plan_local_shards(spec, None, cores=cores)
     assert 1 <= planned <= min(cores, max_parallelism)
-    assert planned == 1 or count // planned >= ITEMS_PER_PROCESS
+    assert planned == 1 or count // planned >= ITEMS_PER_PROCESS_SQLITE
 
 
 def test_explicit_shards_win_over_the_plan() -> None:

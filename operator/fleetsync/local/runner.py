@@ -38,17 +38,35 @@ from fleetsync.worker.plan import ShardPlan
 from fleetsync.worker.secrets import SecretResolver
 from fleetsync.worker.sinkfactory import build_sink
 
-__all__ = ["LocalRun", "RunOptions", "expected_total", "plan_local_processes", "plan_local_shards"]
+__all__ = [
+    "ITEMS_PER_PROCESS",
+    "ITEMS_PER_PROCESS_SQLITE",
+    "LocalRun",
+    "RunOptions",
+    "expected_total",
+    "items_per_process",
+    "plan_local_processes",
+    "plan_local_shards",
+]
 
 log = logging.getLogger("fleetsync.run")
 
 # Items each shard process must have before another process pays for itself. A second
-# process costs an interpreter start, the stack's imports and coordination (~1.4 s of wall
-# time at 7,000 items) and halves the per-item CPU per process: on an idle 2-core machine
-# two processes beat one from ~4,200 items (7,000 items: 4.05 s vs 4.96 s), while on a
-# loaded one (load 9 on 2 cores) they lost by 1.53x (bench/results.md section 1). So: one
-# process per 2,500 items, on at most the cores the load average leaves idle.
+# process costs an interpreter start, the stack's imports and coordination (~0.6 s of CPU,
+# ~0.7 s of wall time on 2 cores) and halves the per-item CPU per process. How soon that
+# pays depends on the sink's share of that CPU, measured on an idle 2-core machine against
+# the 50 ms simulator (bench/results.md sections 1-2): SQLite writes cost little, and one
+# process wins up to ~14,000 items (7,000: 2.97 s vs 3.25 s; 14,000: even; 20,000: 7.56 s
+# vs 6.38 s); a DynamoDB shard spends far more per item in boto3, and two processes win
+# already at 7,000 (5.0 s vs 6.1 s). On a loaded machine (load 9 on 2 cores) more processes
+# lost by 1.53x, hence only the cores the load average leaves idle.
 ITEMS_PER_PROCESS = 2_500
+ITEMS_PER_PROCESS_SQLITE = 7_000
+
+
+def items_per_process(spec: SyncJobSpec) -> int:
+    """:data:`ITEMS_PER_PROCESS`, or more when the sink is the embedded SQLite."""
+    return ITEMS_PER_PROCESS_SQLITE if spec.resolved_sink.sqlite is not None else ITEMS_PER_PROCESS
 
 
 def idle_cores() -> int:
@@ -79,7 +97,7 @@ def plan_local_shards(spec: SyncJobSpec, requested: int | None, *, cores: int | 
     """Shards for a local run: ``--shards``, else ``spec.sharding.shards``, else sized.
 
     Sized from the fleet and the machine's ``cores`` (default: :func:`idle_cores`): one
-    shard (in this process) unless the fleet has ``ITEMS_PER_PROCESS`` items for each
+    shard (in this process) unless the fleet has :func:`items_per_process` items for each
     process, never more than the cores nor ``sharding.maxParallelism``. A fleet of unknown
     size gets one shard per core."""
     if requested is not None:
@@ -90,7 +108,7 @@ def plan_local_shards(spec: SyncJobSpec, requested: int | None, *, cores: int | 
     total = expected_total(spec)
     if total is None:
         return limit
-    return max(1, min(limit, total // ITEMS_PER_PROCESS))
+    return max(1, min(limit, total // items_per_process(spec)))
 
 
 def plan_local_processes(
