@@ -226,30 +226,32 @@ async def test_items_in_flight_at_a_stop_are_written_before_the_shard_ends() -> 
     assert 300 <= final < 2000
 
 
-async def test_a_kill_refetches_at_most_the_refetch_window() -> None:
-    """At every vendor call, the items fetched but not final in the checkpoint the
-    coordinator holds are what a SIGKILL would make the replacement fetch again."""
-    sink = FaultySink(batch_size=25)
-    coordinator = KeepingCoordinator()
-    fetched = 0
-    exposed: list[int] = []
+class ExposureVendor:
+    """The vendor, recording at every call the items fetched but not final in the
+    checkpoint the coordinator holds: what a SIGKILL would make the replacement fetch again."""
 
-    def counting_vendor(request: httpx.Request) -> httpx.Response:
-        nonlocal fetched
-        fetched += 1
-        held = coordinator.checkpoint
-        final = sum(held["counts"].values()) if held else 0
-        exposed.append(fetched - final)
+    def __init__(self, coordinator: KeepingCoordinator) -> None:
+        self.coordinator = coordinator
+        self.fetched = 0
+        self.exposed: list[int] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.fetched += 1
+        held = self.coordinator.checkpoint
+        self.exposed.append(self.fetched - (sum(held["counts"].values()) if held else 0))
         return vendor(request)
 
-    engine, result = await run_engine(
-        make_spec(600), sink, coordinator=coordinator, handler=counting_vendor
-    )
+
+async def test_a_kill_refetches_at_most_the_refetch_window() -> None:
+    sink = FaultySink(batch_size=25)
+    coordinator = KeepingCoordinator()
+    watch = ExposureVendor(coordinator)
+    engine, result = await run_engine(make_spec(600), sink, coordinator=coordinator, handler=watch)
     assert result.state == "done"
     window = engine.books.window
     assert window == 25  # one sink batch (the vendor concurrency max is 4)
-    assert max(exposed) <= window
-    assert fetched == 600
+    assert max(watch.exposed) <= window
+    assert watch.fetched == 600
     resumed = CheckpointTracker(coordinator.checkpoint)
     assert resumed.watermark == 599 and sum(resumed.counts.values()) == 600
 
@@ -277,24 +279,19 @@ async def test_fetching_goes_on_while_a_batch_is_written_within_the_window() -> 
     # stopped for each write and report: the pipeline ran in lockstep.
     sink = SlowSink(0.02, batch_size=25)
     coordinator = KeepingCoordinator()
+    watch = ExposureVendor(coordinator)
     during: list[bool] = []
-    fetched = 0
-    exposed: list[int] = []
 
     def watching(request: httpx.Request) -> httpx.Response:
-        nonlocal fetched
-        fetched += 1
-        held = coordinator.checkpoint
-        exposed.append(fetched - (sum(held["counts"].values()) if held else 0))
         during.append(sink.writing > 0)
-        return vendor(request)
+        return watch(request)
 
     engine, result = await run_engine(
         make_spec(300), sink, coordinator=coordinator, handler=watching
     )
     assert result.state == "done"
     assert engine.books.window == 25
-    assert max(exposed) <= 25, "the re-fetch bound still holds"
+    assert max(watch.exposed) <= 25, "the re-fetch bound still holds"
     assert sum(during) >= 100, f"{sum(during)} of 300 vendor calls made while a batch was written"
     assert max(len(batch) for batch in sink.batches) <= 12, "at most half the window"
 
