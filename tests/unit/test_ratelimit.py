@@ -340,7 +340,7 @@ async def test_slots_granted_while_tasks_wait_are_used_at_once(offset: float) ->
     before = [t for t in sent if t < grown_at]
     after = [t for t in sent if grown_at <= t < grown_at + 1.0]
     assert len(before) <= 6, "only the quarter's slots before it grew"
-    # Every slot of the next second is used (20; one may sit on the window's edge). The old
-    # limiter used the quarter's 5 only, its tasks asleep on bookings seconds ahead.
+    # Every slot of the next second is used (20; one may sit on the window's edge). The
+    # limiter before 375cf17 used 15: some of its tasks slept on bookings made earlier.
     assert len(after) >= 19, f"{len(after)} sends in the second after the grant grew (20 slots)"
     assert max(Counter(math.floor(t) for t in sent).values()) <= 20
