@@ -255,8 +255,10 @@ class LocalRun:
         )
         # Imported here: a run of worker processes never needs the engine, its HTTP clients
         # and metrics in this process, and importing them (~0.15 s) delayed every worker.
+        from fleetsync.worker.collector import tune_for_shards
         from fleetsync.worker.main import run_shard
 
+        tune_for_shards()
         self._stop_shard = asyncio.Event()
         if self._stopping:
             self._stop_shard.set()

@@ -31,6 +31,7 @@ from fleetsync.api.v1alpha1 import SyncJobSpec
 from fleetsync.coordination.protocol import Coordinator, NoCoordinator
 from fleetsync.errors import ManifestError, SinkError, describe
 from fleetsync.metrics import WorkerMetrics
+from fleetsync.worker.collector import tune_for_shards
 from fleetsync.worker.coordination import HttpCoordinator
 from fleetsync.worker.engine import EngineResult, ShardEngine, ShardPlan
 from fleetsync.worker.fetch import AllowedHosts, Fetcher
@@ -264,6 +265,7 @@ async def _report_failure(coordinator: Coordinator, plan: ShardPlan, error: Exce
 
 
 def worker_main(options: WorkerOptions) -> int:
+    tune_for_shards()
     try:
         return asyncio.run(_main(options))
     except ManifestError as error:
