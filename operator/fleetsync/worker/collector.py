@@ -12,23 +12,19 @@ still collected: the collector runs, less often.
 
 from __future__ import annotations
 
+import functools
 import gc
 
 __all__ = ["SHARD_GEN0_THRESHOLD", "tune_for_shards"]
 
 SHARD_GEN0_THRESHOLD = 10_000
 
-_tuned = False
 
-
+@functools.cache  # once per process: a second freeze would pin a running shard's objects
 def tune_for_shards() -> None:
     """Freeze the objects alive now (modules, the parsed manifest) and raise the gen-0
     threshold to :data:`SHARD_GEN0_THRESHOLD`, once per process. A threshold set higher
     beforehand (or the collector disabled, threshold 0) is left as it is."""
-    global _tuned
-    if _tuned:
-        return  # freeze once: a second freeze would pin a running shard's objects for good
-    _tuned = True
     gc.freeze()
     gen0, gen1, gen2 = gc.get_threshold()
     if 0 < gen0 < SHARD_GEN0_THRESHOLD:
