@@ -164,19 +164,21 @@ def test_a_starting_report_carries_no_checkpoint() -> None:
 class RecordingGate(ConcurrencyGate):
     def __init__(self, gate: ConcurrencyGate) -> None:
         super().__init__(gate._controller)
-        self.entered: list[asyncio.Task[object] | None] = []
-        self.left: list[asyncio.Task[object] | None] = []
+        self.entered = 0
+        self.left = 0
 
-    async def __aenter__(self) -> None:
-        await super().__aenter__()
-        self.entered.append(asyncio.current_task())
+    async def acquire(self) -> None:
+        await super().acquire()
+        self.entered += 1
 
-    async def __aexit__(self, *exc: object) -> None:
-        self.left.append(asyncio.current_task())
-        await super().__aexit__(None, None, None)
+    def release(self) -> None:
+        self.left += 1
+        super().release()
 
 
-async def test_the_gate_is_entered_and_left_by_the_same_item_task() -> None:
+async def test_each_item_passes_the_gate_once_and_leaves_it_empty() -> None:
+    # The dispatch loop enters the gate for an item's first try and starts its task holding
+    # the slot; the task leaves it when the fetch ends, whatever way it ends.
     job = spec()
     done: list[tuple[int, object]] = []
     peak = 0
@@ -205,7 +207,7 @@ async def test_the_gate_is_entered_and_left_by_the_same_item_task() -> None:
         dispatcher.dispatch(Pending(index=i, key=f"p-{i}", item={"id": f"p-{i}"}))
     await dispatcher.drain()
     assert sorted(i for i, _ in done) == list(range(40))
-    assert gate.entered == gate.left and len(set(gate.entered)) == 40  # one task per item
+    assert gate.entered == gate.left == 40  # once per item
     assert gate.in_flight == 0 and vendor.pending == 0
     assert 1 <= peak <= vendor.concurrency.limit
 
@@ -233,6 +235,42 @@ async def test_an_item_task_that_raises_is_collected_and_reported() -> None:
         dispatcher.dispatch(Pending(index=i, key=f"p-{i}", item={"id": f"p-{i}"}))
     await dispatcher.drain()
     assert crashed == [(3, "RuntimeError('after the fetch')")]
+
+
+async def test_a_failure_letting_an_item_in_fails_that_item_and_the_vendor_goes_on() -> None:
+    # The dispatch loop itself enters the re-fetch window and the gate for a first try: a bug
+    # there must end that item (on_crash), not the vendor's loop with its queue behind it.
+    crashed: list[tuple[int, str]] = []
+    fetched: list[int] = []
+
+    async def before_fetch(pending: Pending) -> None:
+        if pending.index == 2:
+            raise RuntimeError("window")
+
+    async def fetch(vendor: VendorRuntime, pending: Pending, resume: Deferred) -> Fetched:
+        fetched.append(pending.index)
+        return Fetched({}, 1)
+
+    async def then(pending: Pending, outcome: object) -> None:
+        pass
+
+    dispatcher = Dispatcher(
+        spec().source,
+        limiter_for=lambda key, rate: pytest.fail("no rate limit configured"),
+        fetch=fetch,
+        then=then,
+        before_fetch=before_fetch,
+        on_skip=lambda pending: pytest.fail("nothing is skipped"),
+        on_crash=lambda pending, error: crashed.append((pending.index, repr(error))),
+        stopping=asyncio.Event(),
+    )
+    for i in range(5):
+        dispatcher.dispatch(Pending(index=i, key=f"p-{i}", item={"id": f"p-{i}"}))
+    await asyncio.wait_for(dispatcher.drain(), 5)
+    vendor = dispatcher.vendor_of({"id": "p-0"})
+    assert crashed == [(2, "RuntimeError('window')")]
+    assert sorted(fetched) == [0, 1, 3, 4]
+    assert vendor.gate.in_flight == 0 and vendor.pending == 0 and vendor.fetching == 0
 
 
 async def test_a_run_naming_more_vendors_than_the_bound_fails_naming_vendors_by(

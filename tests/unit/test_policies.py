@@ -9,7 +9,7 @@ import statistics
 from collections import deque
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fleetsync.api.constants import BreakerState
@@ -234,6 +234,95 @@ async def test_gate_admits_at_most_limit_and_follows_it_down() -> None:
     release.set()
     await asyncio.gather(*tasks)
     assert peak == 3 and gate.in_flight == 0
+
+
+class SetLimit(AdaptiveConcurrency):
+    """A controller whose limit the test sets (the gate only reads it)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(Concurrency(mode="fixed", initial=1, min=1, max=64))
+        self.fixed = limit
+
+    @property
+    def limit(self) -> int:
+        return self.fixed
+
+
+gate_steps = st.lists(
+    st.one_of(
+        st.just(("arrive", 0)),
+        st.just(("release", 0)),
+        st.tuples(st.just("cancel"), st.integers(0, 7)),  # the n-th waiter gives up
+        st.just(("release-then-cancel", 0)),  # the woken waiter is cancelled before it runs
+        st.tuples(st.just("limit"), st.integers(1, 6)),
+    ),
+    max_size=60,
+)
+
+
+@given(gate_steps)
+@example([("arrive", 0)] * 4 + [("release", 0)] * 2)  # the later waiter must not go first
+@example([("arrive", 0)] * 4 + [("release-then-cancel", 0), ("release", 0)])
+def test_the_gate_serves_in_order_never_idles_a_slot_and_never_leaks_one(
+    steps: list[tuple[str, int]],
+) -> None:
+    """Arrivals, releases, waiters that give up (also right after being woken) and limit
+    changes either way: waiters get in first come, first served; no one waits while the
+    limit has room; once every holder left, nothing is counted in flight."""
+
+    async def scenario() -> None:
+        controller = SetLimit(2)
+        gate = ConcurrencyGate(controller)
+        admitted: list[int] = []
+        holders: deque[int] = deque()
+        waiting: dict[int, asyncio.Task[None]] = {}
+        arrived = 0
+
+        async def enter(n: int) -> None:
+            await gate.acquire()
+            admitted.append(n)
+
+        async def settle() -> None:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            for n in [n for n, task in waiting.items() if task.done()]:
+                if not waiting.pop(n).cancelled():
+                    holders.append(n)
+
+        for op, arg in steps:
+            if op == "arrive":
+                waiting[arrived] = asyncio.create_task(enter(arrived))
+                arrived += 1
+            elif op == "release" and holders:
+                holders.popleft()
+                gate.release()
+            elif op == "cancel" and waiting:
+                waiting[sorted(waiting)[arg % len(waiting)]].cancel()
+            elif op == "release-then-cancel" and holders and waiting:
+                holders.popleft()
+                gate.release()  # wakes the first waiter...
+                waiting[min(waiting)].cancel()  # ...which gives up before it runs
+            elif op == "limit":
+                controller.fixed = arg
+            await settle()
+            assert gate.in_flight == len(holders)
+            assert admitted == sorted(admitted)  # first come, first served
+            if waiting and not any(op == "limit" for op, _ in steps):
+                assert gate.in_flight >= controller.limit  # nobody waits beside a free slot
+        while holders:
+            holders.popleft()
+            gate.release()
+            await settle()
+        assert not waiting or gate.in_flight >= controller.limit  # ...only past the limit
+        for task in waiting.values():
+            task.cancel()
+        await settle()
+        while holders:
+            holders.popleft()
+            gate.release()
+        assert gate.in_flight == 0
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("threshold", [50, 100])

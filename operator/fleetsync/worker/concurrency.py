@@ -325,20 +325,38 @@ class AdaptiveConcurrency:
 
 
 class ConcurrencyGate:
-    """A semaphore whose size follows :attr:`AdaptiveConcurrency.limit`, even downward."""
+    """A semaphore whose size follows :attr:`AdaptiveConcurrency.limit`, even downward.
+
+    Waiters are served first come, first served; each release lets in as many as the limit
+    has room for then (one, or more after the limit grew). Written here rather than as an
+    ``asyncio.Condition``: a condition wakes every waiter on each release to re-check, and
+    this runs once per request (the dispatch loop enters it, the item's task leaves it)."""
 
     def __init__(self, controller: AdaptiveConcurrency) -> None:
         self._controller = controller
         self._in_flight = 0
-        self._released = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def __aenter__(self) -> None:
-        async with self._released:
-            await self._released.wait_for(lambda: self._in_flight < self._controller.limit)
+    async def acquire(self) -> None:
+        """Take a slot, then wait for room in the learned rate (:class:`RateCeiling`). The
+        send's time is left in :data:`SENT_AT` of the caller's context (a task started
+        after this copies it)."""
+        if self._waiters or self._in_flight >= self._controller.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter  # the slot is counted by whoever woke it
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self.release()  # woken and cancelled at once: hand the slot on
+                else:
+                    self._waiters.remove(waiter)
+                raise
+        else:
             self._in_flight += 1
         ceiling, now = self._controller.ceiling, self._controller.now
         try:
@@ -347,10 +365,22 @@ class ConcurrencyGate:
                 await asyncio.sleep(wait)
                 wait = ceiling.delay(now())
         except BaseException:
-            await self.__aexit__(None, None, None)
+            self.release()
             raise
         ceiling.on_send(sent := now())
         SENT_AT.set(sent)
+
+    def release(self) -> None:
+        self._in_flight -= 1
+        waiters, limit = self._waiters, self._controller.limit
+        while waiters and self._in_flight < limit:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self._in_flight += 1
+                waiter.set_result(None)
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
 
     async def __aexit__(
         self,
@@ -358,6 +388,4 @@ class ConcurrencyGate:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        async with self._released:
-            self._in_flight -= 1
-            self._released.notify_all()
+        self.release()
