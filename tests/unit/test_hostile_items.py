@@ -3,7 +3,7 @@ path, query or header lines of the request that carries it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from fleetsync.api.manifest import parse_manifest
 from fleetsync.api.v1alpha1 import Source, SyncJob
-from fleetsync.errors import ManifestError, PayloadError
+from fleetsync.errors import HostNotAllowedError, ManifestError, PayloadError
 from fleetsync.worker.fetch import AllowedHosts, Fetcher
 from fleetsync.worker.requests import RequestBuilder
 from fleetsync.worker.secrets import SecretResolver
@@ -290,3 +290,43 @@ def test_expand_url_fast_paths_agree_with_the_full_walk(
         except PayloadError as error:
             outcomes.append(f"PayloadError: {error}")
     assert outcomes[0] == outcomes[1]
+
+
+_AUTHORITY_PIECES = st.sampled_from(
+    ["api.vendor.test", "API.Vendor.TEST", "evil.test", ":", ":443", ":99999", "@", "\t", "\n",
+     " ", "\\", "[", "]", "%2e", ".", "-", "0", "user:pw@", "::1"]
+)  # fmt: skip
+
+
+@given(
+    scheme=st.sampled_from(["http://", "https://", "HTTP://", "ftp://", " http://", "http:/"]),
+    authority=st.lists(_AUTHORITY_PIECES, max_size=4).map("".join),
+    rest=st.sampled_from(["", "/", "/p-1", "?q=1", "#f", "/\t/x", "\\evil.test/", "@evil.test/"]),
+)
+@example(scheme="http://", authority="api.vendor.test", rest="@evil.test/")
+@example(scheme="http://", authority="api.vendor.test\t.evil.test", rest="/")
+@example(scheme="http://", authority="api.vendor.test:99999", rest="/")
+@settings(max_examples=400, deadline=None)
+def test_the_host_check_kept_per_authority_decides_as_a_full_parse(
+    scheme: str, authority: str, rest: str
+) -> None:
+    # The verdict is kept per plain authority: asked twice (the second time from what was
+    # kept, after another URL of the same authority), it must say what a full parse says.
+    allowed = AllowedHosts(["api.vendor.test", "evil.test:443"])
+    url = scheme + authority + rest
+
+    def verdict(check: Callable[[str], None], url: str) -> str:
+        try:
+            check(url)
+        except HostNotAllowedError as error:
+            return f"refused: {error}"
+        except ValueError as error:  # a port out of range: urlsplit's own refusal
+            return f"ValueError: {error}"
+        return "allowed"
+
+    full = verdict(allowed._check_parsed, url)
+    assert verdict(allowed.check, scheme + authority + "/other") == verdict(
+        allowed._check_parsed, scheme + authority + "/other"
+    )
+    assert verdict(allowed.check, url) == full
+    assert verdict(allowed.check, url) == full

@@ -28,6 +28,7 @@ a dead letter is :mod:`fleetsync.worker.failure_text`. OAuth2 tokens:
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -61,6 +62,8 @@ DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _INFLATE_STEP = 64 * 1024
 # Only what _Inflater can inflate in bounded steps.
 _ACCEPT_ENCODING = {"Accept-Encoding": "gzip, deflate"}
+_PLAIN_AUTHORITY = re.compile(r"https?://([A-Za-z0-9.-]+(?::[0-9]{1,5})?)(?=[/?#]|$)")
+_VERDICTS_KEPT = 256
 
 
 class AllowedHosts:
@@ -68,6 +71,7 @@ class AllowedHosts:
 
     def __init__(self, hosts: Iterable[str]) -> None:
         self._hosts = {h.lower() for h in hosts}
+        self._verdicts: dict[str, str] = {}  # plain authority -> "" (allowed) or the refusal
 
     def __contains__(self, url: object) -> bool:
         parts = urlsplit(str(url))
@@ -76,7 +80,33 @@ class AllowedHosts:
         return host in self._hosts or with_port in self._hosts
 
     def check(self, url: str) -> None:
-        parts = urlsplit(url)  # once: this runs for every request
+        """Raise HostNotAllowedError unless ``url``'s host (or host:port) is allowed.
+
+        This runs for every request. A URL starting ``http(s)://`` with a plain authority
+        (letters, digits, dots, dashes, an optional numeric port, then ``/``, ``?``, ``#`` or
+        the end) has the same host for urlsplit and for the HTTP client whatever follows
+        (urlsplit drops tabs and line breaks, which the authority cannot hold then), so the
+        verdict is kept per authority; any other URL is parsed in full every time."""
+        plain = _PLAIN_AUTHORITY.match(url)
+        if plain is None:
+            self._check_parsed(url)
+            return
+        authority = plain.group(1)
+        refusal = self._verdicts.get(authority)
+        if refusal is None:
+            try:
+                self._check_parsed(url)
+                refusal = ""
+            except HostNotAllowedError as error:
+                refusal = str(error)
+            if len(self._verdicts) >= _VERDICTS_KEPT:
+                self._verdicts.clear()  # hosts drawn from items: keep the memory bounded
+            self._verdicts[authority] = refusal
+        if refusal:
+            raise HostNotAllowedError(refusal)
+
+    def _check_parsed(self, url: str) -> None:
+        parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if not host:
             raise HostNotAllowedError(f"URL {url!r} has no host (is the vendor's baseUrl set?)")
