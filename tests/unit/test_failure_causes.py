@@ -15,10 +15,13 @@ from fleetsync.api.progress import (
     MAX_CAUSE_CHARS,
     MAX_CAUSES,
     OTHER_CAUSE,
+    FailedWire,
+    FailureSample,
     ReportWire,
     bound_causes,
     cause_of,
     count_cause,
+    diverse_sample,
 )
 from fleetsync.api.v1alpha1.status import Cost, FailureCause, ItemCounts
 from fleetsync.api.v1alpha1.syncjob import DeadLetterPolicy
@@ -215,3 +218,55 @@ def test_the_summary_shows_exact_counts_by_cause_with_an_example() -> None:
     wire = summary.to_json()["failedItems"]
     assert isinstance(wire, dict)
     assert wire["causes"] == [{"cause": "sungrow: connection refused", "count": 984}]
+
+
+# Failures as they come: runs of one cause (a vendor down for a while), causes drawn from a few.
+_failure_runs = st.lists(
+    st.tuples(st.sampled_from([f"v{i}: HTTP 50{i % 10}" for i in range(25)]), st.integers(1, 30)),
+    max_size=40,
+)
+
+
+def _failures(runs: list[tuple[str, int]], shard: int = 0) -> list[FailedWire]:
+    out: list[FailedWire] = []
+    for cause, n in runs:
+        out += [
+            FailedWire(key=f"p-{shard}-{len(out) + i}", reason=cause, attempts=1) for i in range(n)
+        ]
+    return out
+
+
+@given(_failure_runs, st.integers(1, 20))
+@settings(max_examples=300)
+def test_the_failure_sample_keeps_each_cause_that_fits_and_the_latest(
+    runs: list[tuple[str, int]], size: int
+) -> None:
+    failures = _failures(runs)
+    sample = FailureSample(size)
+    for failure in failures:
+        sample.add(failure)
+    kept = list(sample)
+    assert len(kept) == min(size, len(failures))
+    keys = [int(f["key"].rsplit("-", 1)[1]) for f in kept]
+    assert keys == sorted(keys)  # in the order they failed
+    if failures:
+        assert kept[-1] == failures[-1]  # the latest is always there
+    causes = {cause_of(f["reason"]) for f in failures}
+    if len(causes) <= size:  # every cause seen has an example while they fit
+        assert {cause_of(f["reason"]) for f in kept} == causes
+    if len(causes) == 1:  # one cause: just the last ``size``, as a plain window
+        assert kept == failures[-size:]
+
+
+@given(st.lists(_failure_runs, max_size=4), st.integers(1, 20))
+@settings(max_examples=300)
+def test_shards_samples_merge_keeping_an_example_per_cause(
+    shards: list[list[tuple[str, int]]], limit: int
+) -> None:
+    merged_in = [f for n, runs in enumerate(shards) for f in _failures(runs, n)[-20:]]
+    merged = diverse_sample(merged_in, limit)
+    assert len(merged) == min(limit, len(merged_in))
+    positions = [merged_in.index(f) for f in merged]
+    assert positions == sorted(positions)  # in order, none twice
+    first_causes = list(dict.fromkeys(cause_of(f["reason"]) for f in merged_in))[:limit]
+    assert set(first_causes) <= {cause_of(f["reason"]) for f in merged}

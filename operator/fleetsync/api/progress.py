@@ -17,7 +17,8 @@ A shard's map is at most ~2.2 KB; the controller's snapshot trims it to
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Literal, NotRequired, TypedDict
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "CheckpointWire",
     "CostWire",
     "FailedWire",
+    "FailureSample",
     "GrantWire",
     "ReplyWire",
     "ReportWire",
@@ -37,6 +39,7 @@ __all__ = [
     "bound_causes",
     "cause_of",
     "count_cause",
+    "diverse_sample",
 ]
 
 ShardState = Literal["starting", "running", "done", "interrupted", "failed"]
@@ -173,3 +176,55 @@ def bound_causes(
     if other:
         kept[OTHER_CAUSE] = other
     return kept
+
+
+class FailureSample:
+    """The last ``size`` failures of a shard, but one of each cause kept while it fits.
+
+    Failures come in runs (a vendor down for a while fails everything it is sent at once),
+    and the summary and status show an example per cause from this sample: a plain "last
+    20" lost every cause but the latest run's. When full, a new failure evicts the oldest
+    entry whose cause the sample holds more than once, the new one counted (else the oldest
+    of all), so the sample stays recent and keeps an example of up to ``size`` causes
+    (:data:`MAX_CAUSES`, 16, fit in 20)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: list[tuple[str, FailedWire]] = []
+        self._causes: Counter[str] = Counter()
+
+    def add(self, failure: FailedWire) -> None:
+        cause = cause_of(failure["reason"])
+        entries, causes = self._entries, self._causes
+        entries.append((cause, failure))
+        causes[cause] += 1
+        if len(entries) > self._size:
+            # The oldest whose cause stays in the sample without it; else the oldest.
+            victim = next((i for i, (c, _) in enumerate(entries) if causes[c] > 1), 0)
+            gone, _ = entries.pop(victim)
+            causes[gone] -= 1
+
+    def __iter__(self) -> Iterator[FailedWire]:
+        return (failure for _, failure in self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def diverse_sample(failures: Iterable[FailedWire], limit: int) -> list[FailedWire]:
+    """Up to ``limit`` of ``failures`` (several shards' samples, in order): the first of
+    each cause, then the rest in order, kept in their order."""
+    failures = list(failures)
+    seen: set[str] = set()
+    first: list[int] = []
+    for i, failure in enumerate(failures):
+        cause = cause_of(failure["reason"])
+        if cause not in seen:
+            seen.add(cause)
+            first.append(i)
+    chosen = set(first[:limit])
+    for i in range(len(failures)):
+        if len(chosen) >= limit:
+            break
+        chosen.add(i)
+    return [failures[i] for i in sorted(chosen)]

@@ -34,6 +34,7 @@ from fleetsync.api.progress import (
     ReportWire,
     VendorWire,
     bound_causes,
+    diverse_sample,
 )
 from fleetsync.api.v1alpha1.status import (
     Cost,
@@ -333,7 +334,7 @@ class RunProgress:
                 sample.extend(view.report["failedSample"])
         return [
             FailedItem(key=f["key"], reason=f["reason"], attempts=f["attempts"])
-            for f in sample[:limit]
+            for f in diverse_sample(sample, limit)
         ]
 
     def last_error(self) -> str | None:

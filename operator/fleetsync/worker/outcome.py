@@ -18,11 +18,10 @@ The window is one sink batch, or the vendor concurrency maximum if that is large
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from dataclasses import dataclass
 
 from fleetsync.api.constants import ItemOutcome
-from fleetsync.api.progress import FailedWire, cause_of, count_cause
+from fleetsync.api.progress import FailedWire, FailureSample, cause_of, count_cause
 from fleetsync.metrics import WorkerMetrics
 from fleetsync.sinks.base import RecordState
 from fleetsync.worker.checkpoint import CheckpointTracker
@@ -65,7 +64,7 @@ class Books:
         self._windowed: set[int] = set()
         self._window_open = False
         self.unacknowledged = 0  # final items holding a window slot until a report is taken
-        self.failed_sample: deque[FailedWire] = deque(maxlen=_FAILED_SAMPLE)
+        self.failed_sample = FailureSample(_FAILED_SAMPLE)
         self.causes: dict[str, int] = {}  # every failure by cause (bounded: api.progress)
         self.read = 0  # items admitted to this run (not already final by the checkpoint)
         self.finished = 0  # items of those that reached their outcome in this run
@@ -131,7 +130,7 @@ class Books:
         """An item is being dead-lettered: keep it in the sample, count it by cause. (Counted
         when its letter is queued: a letter the sink never takes, its shard failing, is
         fetched and counted again by the replacement.)"""
-        self.failed_sample.append(FailedWire(key=key, reason=reason, attempts=attempts))
+        self.failed_sample.add(FailedWire(key=key, reason=reason, attempts=attempts))
         count_cause(self.causes, cause_of(reason))
 
     @property
