@@ -5,12 +5,18 @@ server versions are in tests/integration/test_hostile_vendors.py)."""
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
+import math
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from fleetsync.api.v1alpha1._rules import loads_finite
 from fleetsync.errors import PayloadError
 from fleetsync.worker.fetch import AllowedHosts, BodyTooLarge, Fetcher
 from fleetsync.worker.mapping import Mapper, content_hash
@@ -153,3 +159,74 @@ async def test_undecodable_or_declared_too_large_bodies_fail_with_a_reason(
             await fetcher.fetch("GET", HOST + "/x", {})
     finally:
         await fetcher.aclose()
+
+
+def _reference_loads(text: str | bytes) -> object:
+    def refuse(name: str) -> float:
+        raise ValueError(f"{name} is not a JSON number (NaN and Infinity are refused)")
+
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"{text[:20]} overflows a double (Infinity is refused)")
+        return value
+
+    return json.loads(text, parse_constant=refuse, parse_float=finite)
+
+
+_JSON_PIECES = st.sampled_from(
+    ['{"a":', "1", "1.5", "1e999", "-1e999", "NaN", "Infinity", "-Infinity", "[", "]", "}",
+     ",", '"x"', '"\\ud800"', "\ufeff", " ", "null", "tr", "9" * 30, "0.1e-400"]
+)  # fmt: skip
+
+
+@given(
+    pieces=st.lists(_JSON_PIECES, max_size=8),
+    encoding=st.sampled_from([None, "utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32"]),
+    junk=st.sampled_from([b"", b"\xff", b"\xc3"]),
+)
+@example(pieces=["\ufeff", "1"], encoding=None, junk=b"")  # a text's BOM is refused
+@settings(max_examples=400, deadline=None)
+def test_the_shared_decoder_answers_as_json_loads_does(
+    pieces: list[str], encoding: str | None, junk: bytes
+) -> None:
+    # One decoder is kept for every vendor answer: it must accept, refuse and fail exactly
+    # as json.loads with the same hooks, for text and for bytes in any JSON encoding.
+    text = "".join(pieces)
+    if encoding is None:
+        document: str | bytes = text
+    else:
+        try:
+            document = text.encode(encoding) + junk
+        except UnicodeEncodeError:
+            document = text.encode(encoding, "surrogatepass") + junk
+
+    def outcome(loads: Callable[[str | bytes], object]) -> object:
+        try:
+            return ("value", loads(document))
+        except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
+            return (type(error).__name__, str(error))
+
+    assert repr(outcome(loads_finite)) == repr(outcome(_reference_loads))
+
+
+@given(
+    attributes=st.dictionaries(
+        st.text(max_size=5),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+            max_leaves=8,
+        ),
+        max_size=5,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_the_content_hash_is_the_one_stored_by_earlier_versions(
+    attributes: dict[str, object],
+) -> None:
+    # Hashes are stored with each row: a different canonical form after an upgrade would
+    # make every item look changed once. The hash is blake2b-128 of json.dumps' canonical form.
+    canonical = json.dumps(attributes, sort_keys=True, separators=(",", ":"), default=str)
+    stored = hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+    assert content_hash(attributes) == stored  # type: ignore[arg-type]

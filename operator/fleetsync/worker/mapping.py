@@ -164,7 +164,11 @@ def _lookup(document: object, keys: tuple[str, ...]) -> object:
     return document
 
 
+# json.dumps with options builds an encoder per call; this runs once per item.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def content_hash(attributes: Mapping[str, JSONValue]) -> str:
     """A stable hash of mapped attributes: unchanged items cost no write."""
-    canonical = json.dumps(attributes, sort_keys=True, separators=(",", ":"), default=str)
+    canonical = _CANONICAL.encode(attributes)
     return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()

@@ -106,12 +106,23 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# One decoder for every call: ``json.loads`` with hooks builds a decoder and its scanner per
+# call, and this runs for every vendor answer.
+_FINITE_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def loads_finite(text: str | bytes) -> object:
     """``json.loads`` that refuses what no store can hold: ``NaN``, ``Infinity`` and numbers
     that overflow a double raise ValueError (as do ints past Python's digit limit);
     JSONDecodeError, UnicodeDecodeError and RecursionError pass through for the caller to
-    name its source (an inventory file, a vendor's answer)."""
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    name its source (an inventory file, a vendor's answer). Decodes bytes and refuses a
+    text's BOM as ``json.loads`` does."""
+    if isinstance(text, str):
+        if text.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    else:
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    return _FINITE_DECODER.decode(text)
 
 
 def finite_json(value: object, where: str, *, max_depth: int = 1000) -> None:
