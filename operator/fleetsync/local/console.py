@@ -29,6 +29,7 @@ from fleetsync.api.constants import ExitCode, Phase, Reason
 from fleetsync.coordination.progress import RunProgress
 from fleetsync.local.runner import LocalRun, RunOptions
 from fleetsync.local.summary import RunSummary, exit_code_for
+from fleetsync.worker.loop import run_loop
 
 __all__ = ["plain_progress", "print_summary", "run_with_console"]
 
@@ -110,10 +111,10 @@ def run_with_console(options: RunOptions, *, output: str) -> int:
                 )
 
             run.on_progress = update
-            summary = asyncio.run(_run(run))
+            summary = run_loop(_run(run))
     else:
         run.on_progress = plain_progress(run.name, sys.stderr.write)
-        summary = asyncio.run(_run(run))
+        summary = run_loop(_run(run))
     if run.coordinator is not None:
         _complete(summary, run.coordinator.progress)
     if output == "json":

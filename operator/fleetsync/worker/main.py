@@ -36,6 +36,7 @@ from fleetsync.worker.coordination import HttpCoordinator
 from fleetsync.worker.engine import EngineResult, ShardEngine, ShardPlan
 from fleetsync.worker.fetch import AllowedHosts, Fetcher
 from fleetsync.worker.inventory import first_items
+from fleetsync.worker.loop import run_loop
 from fleetsync.worker.reporting import REPORT_BACKOFF, ShardProgress, shard_report
 from fleetsync.worker.requests import RequestBuilder, template_problems
 from fleetsync.worker.secrets import SecretResolver
@@ -267,7 +268,7 @@ async def _report_failure(coordinator: Coordinator, plan: ShardPlan, error: Exce
 def worker_main(options: WorkerOptions) -> int:
     tune_for_shards()
     try:
-        return asyncio.run(_main(options))
+        return run_loop(_main(options))
     except ManifestError as error:
         log.error("invalid configuration: %s", failure_text(error))
         return ExitCode.INVALID_CONFIG
