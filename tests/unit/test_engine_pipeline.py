@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -161,6 +162,33 @@ def test_a_starting_report_carries_no_checkpoint() -> None:
     assert hello["checkpoint"] is None and "error" not in hello
 
 
+def plain_dispatcher(
+    fetch: Callable[[VendorRuntime, Pending, Deferred], Awaitable[Fetched]],
+    then: Callable[[Pending, object], Awaitable[None]],
+    *,
+    on_crash: Callable[[Pending, BaseException], None] = lambda pending, error: pytest.fail(
+        f"crashed: {error!r}"
+    ),
+    before_fetch: Callable[[Pending], Awaitable[None]] | None = None,
+) -> Dispatcher:
+    """A dispatcher over one vendor with no rate limit, where nothing may be skipped."""
+    return Dispatcher(
+        spec().source,
+        limiter_for=lambda key, rate: pytest.fail("no rate limit configured"),
+        fetch=fetch,
+        then=then,
+        before_fetch=before_fetch,
+        on_skip=lambda pending: pytest.fail("nothing is skipped"),
+        on_crash=on_crash,
+        stopping=asyncio.Event(),
+    )
+
+
+def dispatch_items(dispatcher: Dispatcher, count: int) -> None:
+    for i in range(count):
+        dispatcher.dispatch(Pending(index=i, key=f"p-{i}", item={"id": f"p-{i}"}))
+
+
 class RecordingGate(ConcurrencyGate):
     def __init__(self, gate: ConcurrencyGate) -> None:
         super().__init__(gate._controller)
@@ -179,7 +207,6 @@ class RecordingGate(ConcurrencyGate):
 async def test_each_item_passes_the_gate_once_and_leaves_it_empty() -> None:
     # The dispatch loop enters the gate for an item's first try and starts its task holding
     # the slot; the task leaves it when the fetch ends, whatever way it ends.
-    job = spec()
     done: list[tuple[int, object]] = []
     peak = 0
 
@@ -192,19 +219,10 @@ async def test_each_item_passes_the_gate_once_and_leaves_it_empty() -> None:
     async def then(pending: Pending, outcome: object) -> None:
         done.append((pending.index, outcome))
 
-    dispatcher = Dispatcher(
-        job.source,
-        limiter_for=lambda key, rate: pytest.fail("no rate limit configured"),
-        fetch=fetch,
-        then=then,
-        on_skip=lambda pending: pytest.fail("nothing is skipped"),
-        on_crash=lambda pending, error: pytest.fail(f"crashed: {error!r}"),
-        stopping=asyncio.Event(),
-    )
+    dispatcher = plain_dispatcher(fetch, then)
     vendor = dispatcher.vendor_of({"id": "p-0"})
     gate = vendor.gate = RecordingGate(vendor.gate)
-    for i in range(40):
-        dispatcher.dispatch(Pending(index=i, key=f"p-{i}", item={"id": f"p-{i}"}))
+    dispatch_items(dispatcher, 40)
     await dispatcher.drain()
     assert sorted(i for i, _ in done) == list(range(40))
     assert gate.entered == gate.left == 40  # once per item
@@ -222,17 +240,10 @@ async def test_an_item_task_that_raises_is_collected_and_reported() -> None:
         if pending.index == 3:
             raise RuntimeError("after the fetch")
 
-    dispatcher = Dispatcher(
-        spec().source,
-        limiter_for=lambda key, rate: pytest.fail("no rate limit configured"),
-        fetch=fetch,
-        then=then,
-        on_skip=lambda pending: pytest.fail("nothing is skipped"),
-        on_crash=lambda pending, error: crashed.append((pending.index, repr(error))),
-        stopping=asyncio.Event(),
+    dispatcher = plain_dispatcher(
+        fetch, then, on_crash=lambda pending, error: crashed.append((pending.index, repr(error)))
     )
-    for i in range(5):
-        dispatcher.dispatch(Pending(index=i, key=f"p-{i}", item={"id": f"p-{i}"}))
+    dispatch_items(dispatcher, 5)
     await dispatcher.drain()
     assert crashed == [(3, "RuntimeError('after the fetch')")]
 
@@ -254,18 +265,13 @@ async def test_a_failure_letting_an_item_in_fails_that_item_and_the_vendor_goes_
     async def then(pending: Pending, outcome: object) -> None:
         pass
 
-    dispatcher = Dispatcher(
-        spec().source,
-        limiter_for=lambda key, rate: pytest.fail("no rate limit configured"),
-        fetch=fetch,
-        then=then,
-        before_fetch=before_fetch,
-        on_skip=lambda pending: pytest.fail("nothing is skipped"),
+    dispatcher = plain_dispatcher(
+        fetch,
+        then,
         on_crash=lambda pending, error: crashed.append((pending.index, repr(error))),
-        stopping=asyncio.Event(),
+        before_fetch=before_fetch,
     )
-    for i in range(5):
-        dispatcher.dispatch(Pending(index=i, key=f"p-{i}", item={"id": f"p-{i}"}))
+    dispatch_items(dispatcher, 5)
     await asyncio.wait_for(dispatcher.drain(), 5)
     vendor = dispatcher.vendor_of({"id": "p-0"})
     assert crashed == [(2, "RuntimeError('window')")]

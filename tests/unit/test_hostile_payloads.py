@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import math
 import zlib
 from collections.abc import AsyncIterator, Callable
 
@@ -16,7 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from fleetsync.api.v1alpha1._rules import loads_finite
+from fleetsync.api.v1alpha1._rules import _finite_float, _refuse_constant, loads_finite
 from fleetsync.errors import PayloadError
 from fleetsync.worker.fetch import AllowedHosts, BodyTooLarge, Fetcher
 from fleetsync.worker.mapping import Mapper, content_hash
@@ -162,16 +161,7 @@ async def test_undecodable_or_declared_too_large_bodies_fail_with_a_reason(
 
 
 def _reference_loads(text: str | bytes) -> object:
-    def refuse(name: str) -> float:
-        raise ValueError(f"{name} is not a JSON number (NaN and Infinity are refused)")
-
-    def finite(text: str) -> float:
-        value = float(text)
-        if not math.isfinite(value):
-            raise ValueError(f"{text[:20]} overflows a double (Infinity is refused)")
-        return value
-
-    return json.loads(text, parse_constant=refuse, parse_float=finite)
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 _JSON_PIECES = st.sampled_from(
