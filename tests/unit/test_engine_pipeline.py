@@ -230,6 +230,39 @@ async def test_each_item_passes_the_gate_once_and_leaves_it_empty() -> None:
     assert 1 <= peak <= vendor.concurrency.limit
 
 
+async def test_a_vendor_is_sent_one_request_per_turn_of_the_loop_not_a_burst() -> None:
+    # The gate has room for 16 at once; the vendor must still not get 16 requests in one
+    # instant (vendors with a token bucket answer a burst with 429s): first tries go out
+    # one per turn of the event loop, with responses read in between.
+    turn = 0
+    sent_at_turn: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal turn
+        while True:
+            turn += 1
+            await asyncio.sleep(0)
+
+    async def fetch(vendor: VendorRuntime, pending: Pending, resume: Deferred) -> Fetched:
+        sent_at_turn.append(turn)
+        await asyncio.sleep(0.01)
+        return Fetched({}, 1)
+
+    async def then(pending: Pending, outcome: object) -> None:
+        pass
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        dispatcher = plain_dispatcher(fetch, then)
+        assert dispatcher.vendor_of({"id": "p-0"}).concurrency.limit >= 16
+        dispatch_items(dispatcher, 16)
+        await asyncio.wait_for(dispatcher.drain(), 5)
+    finally:
+        ticking.cancel()
+    assert len(sent_at_turn) == 16
+    assert len(set(sent_at_turn)) == 16, sent_at_turn  # never two in one turn
+
+
 async def test_an_item_task_that_raises_is_collected_and_reported() -> None:
     crashed: list[tuple[int, str]] = []
 

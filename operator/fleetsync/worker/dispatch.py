@@ -2,12 +2,13 @@
 
 Each vendor's loop lets an item's first try in itself (the re-fetch window, then the vendor's
 concurrency gate) and starts the item's task holding the gate slot, which the task gives back
-when the fetch ends: the loop is the back-pressure, and a vendor at its limit makes it wait
-without a task or a wake-up per item in between (this loop runs once per request; the earlier
-way, a task per item entering on its own while the loop waited for it, cost ~11 µs more per
-item). Retries enter again from the item's own task. Every item task is collected: an
-exception that escapes one (a bug) is handed to ``on_crash`` so its item ends in an outcome
-instead of vanishing.
+when the fetch ends; then it yields one turn of the event loop, so a vendor gets one new
+request per turn rather than a burst. The loop is the back-pressure: a vendor at its limit
+makes it wait in the gate. (This runs once per request; the earlier way, a task per item
+entering the gate on its own while the loop waited on an Event, cost ~8 µs more per item in
+the dispatcher alone.) Retries enter again from the item's own task. Every item task is
+collected: an exception that escapes one (a bug) is handed to ``on_crash`` so its item ends
+in an outcome instead of vanishing.
 
 An open breaker holds items back rather than failing them. An item waits for it
 (:meth:`~fleetsync.worker.breaker.CircuitBreaker.wait_ready`) before it enters the gate, so
@@ -119,6 +120,11 @@ class Dispatcher:
                 raise
             if held:
                 self._start(vendor, pending, None)
+                # One send per turn of the event loop: a gate with room for 100 would send
+                # 100 at one instant, and a vendor that throttles bursts (a token bucket)
+                # answered 429 to 2.7 % of calls against 0.8 % paced (bench/adaptive.py).
+                # Paced is no slower: responses are read between sends.
+                await asyncio.sleep(0)
             else:
                 self._hand_back(vendor, pending)
 
