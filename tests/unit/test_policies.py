@@ -254,6 +254,7 @@ gate_steps = st.lists(
         st.just(("release", 0)),
         st.tuples(st.just("cancel"), st.integers(0, 7)),  # the n-th waiter gives up
         st.just(("release-then-cancel", 0)),  # the woken waiter is cancelled before it runs
+        st.just(("cancel-then-release", 0)),  # a release comes before the cancelled one runs
         st.tuples(st.just("limit"), st.integers(1, 6)),
     ),
     max_size=60,
@@ -263,6 +264,7 @@ gate_steps = st.lists(
 @given(gate_steps)
 @example([("arrive", 0)] * 4 + [("release", 0)] * 2)  # the later waiter must not go first
 @example([("arrive", 0)] * 4 + [("release-then-cancel", 0), ("release", 0)])
+@example([("arrive", 0)] * 4 + [("cancel-then-release", 0), ("release", 0)])
 def test_the_gate_serves_in_order_never_idles_a_slot_and_never_leaks_one(
     steps: list[tuple[str, int]],
 ) -> None:
@@ -302,6 +304,10 @@ def test_the_gate_serves_in_order_never_idles_a_slot_and_never_leaks_one(
                 holders.popleft()
                 gate.release()  # wakes the first waiter...
                 waiting[min(waiting)].cancel()  # ...which gives up before it runs
+            elif op == "cancel-then-release" and holders and waiting:
+                waiting[min(waiting)].cancel()
+                holders.popleft()
+                gate.release()  # passes over the cancelled waiter to the next
             elif op == "limit":
                 controller.fixed = arg
             await settle()

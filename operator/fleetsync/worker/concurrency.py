@@ -353,7 +353,7 @@ class ConcurrencyGate:
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     self.release()  # woken and cancelled at once: hand the slot on
-                else:
+                elif waiter in self._waiters:  # a release may have passed over it already
                     self._waiters.remove(waiter)
                 raise
         else:
