@@ -25,17 +25,19 @@ import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from fleetsync.api.constants import BreakerState
 from fleetsync.errors import PayloadError, PermanentError, ThrottledError, VendorError
-from fleetsync.metrics import WorkerMetrics
 from fleetsync.sinks.base import JSONValue
 from fleetsync.worker.fetch import Fetcher, FetchResult
 from fleetsync.worker.mapping import Mapper
 from fleetsync.worker.requests import Request, RequestBuilder
 from fleetsync.worker.retry import RetryPolicy
 from fleetsync.worker.vendors import VendorRuntime
+
+if TYPE_CHECKING:  # annotations only: a run without /metrics never imports prometheus_client
+    from fleetsync.metrics import WorkerMetrics
 
 __all__ = [
     "FREE_THROTTLES",

@@ -22,13 +22,13 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fleetsync.api.constants import ItemOutcome
 from fleetsync.api.progress import FailedWire, ReportWire, ShardState
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 from fleetsync.coordination.protocol import Coordinator
 from fleetsync.errors import SinkError
-from fleetsync.metrics import WorkerMetrics
 from fleetsync.sinks.base import Record, Sink, SinkCost
 from fleetsync.worker.attempts import Attempts, FetchFailed, FetchOutcome
 from fleetsync.worker.batcher import Entry
@@ -53,6 +53,9 @@ from fleetsync.worker.requests import RequestBuilder
 from fleetsync.worker.retry import RetryPolicy
 from fleetsync.worker.vendors import VendorCount, VendorRuntime
 from fleetsync.worker.writer import SinkWriter
+
+if TYPE_CHECKING:  # annotations only: a run without /metrics never imports prometheus_client
+    from fleetsync.metrics import WorkerMetrics
 
 __all__ = ["EngineResult", "ShardEngine", "ShardPlan"]
 

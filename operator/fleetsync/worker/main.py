@@ -20,9 +20,9 @@ import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
-from prometheus_client import CollectorRegistry, start_http_server
 
 from fleetsync.api.constants import ExitCode
 from fleetsync.api.manifest import load_spec
@@ -30,7 +30,6 @@ from fleetsync.api.progress import ReplyWire, ReportWire
 from fleetsync.api.v1alpha1 import SyncJobSpec
 from fleetsync.coordination.protocol import Coordinator, NoCoordinator
 from fleetsync.errors import ManifestError, SinkError, describe
-from fleetsync.metrics import WorkerMetrics
 from fleetsync.worker.collector import tune_for_shards
 from fleetsync.worker.coordination import HttpCoordinator
 from fleetsync.worker.engine import EngineResult, ShardEngine, ShardPlan
@@ -41,6 +40,9 @@ from fleetsync.worker.reporting import REPORT_BACKOFF, ShardProgress, shard_repo
 from fleetsync.worker.requests import RequestBuilder, template_problems
 from fleetsync.worker.secrets import SecretResolver
 from fleetsync.worker.sinkfactory import build_sink
+
+if TYPE_CHECKING:  # a run without /metrics never imports prometheus_client
+    from fleetsync.metrics import WorkerMetrics
 
 __all__ = ["WorkerOptions", "allowed_hosts", "load_spec", "run_shard", "worker_main"]
 
@@ -195,6 +197,10 @@ async def _main(options: WorkerOptions) -> int:
     stop = asyncio.Event()
     metrics = None
     if options.metrics_port is not None:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from fleetsync.metrics import WorkerMetrics
+
         registry = CollectorRegistry()
         metrics = WorkerMetrics.create(
             registry, namespace=options.namespace, owner=options.owner or plans[0].run

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fleetsync.api.constants import ItemOutcome
 from fleetsync.api.progress import FailedWire, FailureSample, cause_of, count_cause
-from fleetsync.metrics import WorkerMetrics
 from fleetsync.sinks.base import RecordState
 from fleetsync.worker.checkpoint import CheckpointTracker
 from fleetsync.worker.inventory import Item
+
+if TYPE_CHECKING:  # annotations only: a run without /metrics never imports prometheus_client
+    from fleetsync.metrics import WorkerMetrics
 
 __all__ = ["Books", "Pending"]
 

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fleetsync.api.constants import BreakerState
 from fleetsync.api.progress import (
@@ -29,11 +30,13 @@ from fleetsync.api.progress import (
 )
 from fleetsync.backoff import Backoff
 from fleetsync.coordination.protocol import Coordinator
-from fleetsync.metrics import WorkerMetrics
 from fleetsync.sinks.base import Sink, SinkCost
 from fleetsync.worker.budget_client import BudgetClient
 from fleetsync.worker.plan import ShardPlan
 from fleetsync.worker.vendors import VendorRuntime
+
+if TYPE_CHECKING:  # annotations only: a run without /metrics never imports prometheus_client
+    from fleetsync.metrics import WorkerMetrics
 
 __all__ = [
     "REPORT_BACKOFF",
