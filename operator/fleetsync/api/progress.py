@@ -193,7 +193,8 @@ class FailureSample:
         self._entries: list[tuple[str, FailedWire]] = []
         self._causes: Counter[str] = Counter()
 
-    def add(self, failure: FailedWire) -> None:
+    def add(self, failure: FailedWire) -> str:
+        """Keep ``failure``; return its cause (:func:`cause_of`), for the caller's counts."""
         cause = cause_of(failure["reason"])
         entries, causes = self._entries, self._causes
         entries.append((cause, failure))
@@ -203,6 +204,7 @@ class FailureSample:
             victim = next((i for i, (c, _) in enumerate(entries) if causes[c] > 1), 0)
             gone, _ = entries.pop(victim)
             causes[gone] -= 1
+        return cause
 
     def __iter__(self) -> Iterator[FailedWire]:
         return (failure for _, failure in self._entries)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fleetsync.api.constants import ItemOutcome
-from fleetsync.api.progress import FailedWire, FailureSample, cause_of, count_cause
+from fleetsync.api.progress import FailedWire, FailureSample, count_cause
 from fleetsync.sinks.base import RecordState
 from fleetsync.worker.checkpoint import CheckpointTracker
 from fleetsync.worker.inventory import Item
@@ -133,8 +133,8 @@ class Books:
         """An item is being dead-lettered: keep it in the sample, count it by cause. (Counted
         when its letter is queued: a letter the sink never takes, its shard failing, is
         fetched and counted again by the replacement.)"""
-        self.failed_sample.add(FailedWire(key=key, reason=reason, attempts=attempts))
-        count_cause(self.causes, cause_of(reason))
+        cause = self.failed_sample.add(FailedWire(key=key, reason=reason, attempts=attempts))
+        count_cause(self.causes, cause)
 
     @property
     def unfinished(self) -> int:
