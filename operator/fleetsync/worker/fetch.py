@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -243,12 +244,15 @@ async def _send_aiohttp(
     *,
     limit: int,
     seconds: float,
+    tls: ssl.SSLContext | bool = True,
 ) -> tuple[int, str | None, bytes]:
     """:func:`send_bounded` over aiohttp: (status, Retry-After, body read for 2xx only)."""
     try:
         async with (
             asyncio.timeout(seconds),
-            session.request(method, url, headers=headers, allow_redirects=False) as response,
+            session.request(
+                method, url, headers=headers, allow_redirects=False, ssl=tls
+            ) as response,
         ):
             status = response.status
             if 200 <= status < 300:
@@ -259,10 +263,10 @@ async def _send_aiohttp(
             return status, response.headers.get("retry-after"), body
     except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
         raise VendorError(timeout_text(seconds), status=None) from None
+    except aiohttp.ClientConnectionError as error:  # before ValueError: a certificate error is both
+        raise VendorError(transport_failure(error, url), status=-1) from None
     except (ValueError, aiohttp.NonHttpUrlClientError) as error:  # or a header it cannot send
         raise PayloadError(f"request not sent: {type(error).__name__}") from None
-    except aiohttp.ClientConnectionError as error:
-        raise VendorError(transport_failure(error, url), status=-1) from None
     except aiohttp.ClientError:  # a malformed status line, headers or body
         raise VendorError("malformed response (not valid HTTP)", status=-1) from None
 
@@ -338,6 +342,17 @@ class Fetcher:
         self._direct = transport == "aiohttp"
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._tls: ssl.SSLContext | None = None
+
+    def tls_for(self, url: str) -> ssl.SSLContext | bool:
+        """The verified TLS context (certifi's roots, as httpx) for an https URL, made on the
+        first one: loading the roots costs ~25 ms a run of plain-http vendors never needs.
+        Anything else gets aiohttp's default, which TLS never reaches (no redirects)."""
+        if url[:6].lower() != "https:":
+            return True
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context(trust_env=False)
+        return self._tls
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -367,9 +382,9 @@ class Fetcher:
     def _aiohttp_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self._max_connections, ssl=httpx.create_ssl_context(trust_env=False)
-                ),
+                # Each request passes its TLS context (tls_for; httpx_aiohttp's transport its
+                # own), so the connector's default is never the one that verifies.
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,  # _Inflater decodes in bounded steps
                 headers=_ACCEPT_ENCODING,
@@ -397,6 +412,7 @@ class Fetcher:
                 headers,
                 limit=self.max_response_bytes,
                 seconds=self.timeout_seconds,
+                tls=self.tls_for(url),
             )
         else:
             status, retry_after, body = await self._send_httpx(method, url, headers)
