@@ -254,3 +254,38 @@ def test_shards_finishing_one_after_another_leave_no_slot_idle() -> None:
 
     assert [sent(shards, second) for second in range(8, 40)] == [25] * 32
     assert [sent(shards[7:], second) for second in range(23, 40)] == [25] * 17
+
+
+def first_start(book: BudgetBook, holder: str, rate: float, now: float) -> float:
+    (grant, *_) = book.renew(holder, {KEY: rate}, now)[KEY]
+    return grant["start"] - T0
+
+
+def test_a_new_keys_first_split_starts_at_once_and_later_ones_at_a_whole_second() -> None:
+    # Issue 17 item 4: a run's first request waited for the next whole second (0.5 s on
+    # average) although no grant of any grid could count in the current one.
+    book = BudgetBook(LeaseTiming(lease_seconds=3.0))
+    assert first_start(book, "a/0", 25.0, T0 + 10.4) == pytest.approx(10.4)
+    book.renew("a/1", {KEY: 25.0}, T0 + 10.5)  # a new split: after the first one's leases
+    grants = book.renew("a/1", {KEY: 25.0}, T0 + 12.5)[KEY]
+    assert {g["start"] - T0 for g in grants} == {14.0}
+
+
+@pytest.mark.parametrize(("again", "expected"), [(3.6, 4.0), (4.2, 4.2)])
+def test_a_key_dropped_and_made_again_waits_out_the_second_of_its_old_grants(
+    again: float, expected: float
+) -> None:
+    # a's lease at 25 req/s ends at 3.3; the key is dropped at 3.4. A run at 10 req/s making
+    # it again at 3.6 must not start before 4.0: second 3 already held a's slots up to 3.3.
+    book = BudgetBook(LeaseTiming(lease_seconds=3.0))
+    assert first_start(book, "a/0", 25.0, T0 + 0.3) == pytest.approx(0.3)
+    book.release("a/0", T0 + 0.35, finished=True)
+    book.expire(T0 + 3.4)
+    assert book.tracked_keys() == []
+    assert first_start(book, "b/0", 10.0, T0 + again) == pytest.approx(expected)
+
+
+def test_a_restarted_coordinators_first_split_starts_at_a_whole_second() -> None:
+    book = BudgetBook(LeaseTiming(lease_seconds=3.0))
+    book.hold_off(T0 + 0.5)  # a predecessor's grants may stand until 30.5
+    assert first_start(book, "a/0", 25.0, T0 + 30.7) == pytest.approx(31.0)

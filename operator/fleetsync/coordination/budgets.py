@@ -8,6 +8,10 @@ second. The argument, in the terms of :mod:`fleetsync.coordination.slots`:
    (runs that disagree get the lowest; the reply's ``rates`` says so). A split or
    reservation at a new rate starts only after every grant at the old rate has lapsed, so
    no second mixes two grids; within one grid a second holds at most ``N = floor(R)`` slots.
+   A key's first split starts at once, mid-second, when no grant of any grid can have been
+   valid for it earlier in that second: the book never saw the key, dropped no key in that
+   second (a dropped key may come back at another rate), and is not held off and was not
+   in that second; every later start waits for a whole second, as below.
 2. **Leases never overlap in time.** Every key has at most one *split* in force: a division
    of its *pool* seats among holders, valid from ``start`` to ``until``. Holders renew by
    reporting; each renewal extends the split. When holders, rate or pool change, the next
@@ -110,6 +114,7 @@ class _Key:
     reserved: dict[str, _Reservation] = field(default_factory=dict)  # by holder
     ended: list[_Reservation] = field(default_factory=list)  # lapsing: seats still taken
     visited: float = 0.0  # when it was last advanced (the sweep visits the oldest first)
+    split_before: bool = False  # has it had a split (a grid in force) since it was made?
 
     def rate(self) -> float | None:
         rates = [self.declared[h] for h in self.last_seen if h in self.declared]
@@ -149,6 +154,9 @@ class BudgetBook:
         # nothing that could overlap them before they have surely lapsed.
         self._not_before = 0.0
         self._reserve_not_before = 0.0
+        # The first whole second no earlier grant (a dropped key's, or a predecessor's) can
+        # have been valid in: a new key's first split may start mid-second from then on.
+        self._clean_from = 0.0
 
     def hold_off(self, now: float) -> None:
         """Call once at start-up when an earlier coordinator may have handed out grants
@@ -156,6 +164,7 @@ class BudgetBook:
         start with nothing in progress need not wait."""
         self._not_before = now + self.timing.reservation_seconds
         self._reserve_not_before = self._not_before
+        self._clean_from = max(self._clean_from, float(math.ceil(self._not_before)))
 
     def renew(
         self, holder: str, wants: Mapping[str, float], now: float
@@ -266,6 +275,8 @@ class BudgetBook:
         state.visited = now
         if state.idle():
             del self._keys[key]
+            # Its grants lapsed by now, but may have been valid earlier in this second.
+            self._clean_from = max(self._clean_from, math.floor(now) + 1.0)
         else:
             self._keys.move_to_end(key)
 
@@ -367,7 +378,11 @@ class BudgetBook:
         for reservation in state.ended:
             if reservation.rate != rate:
                 start = max(start, reservation.until)
-        start = float(math.ceil(start))
+        if state.split_before or start > now or now < self._clean_from:
+            start = float(math.ceil(start))
+        # else: the key's first grid, and none could count in this second before it: start
+        # now rather than up to a second later (a run's first request; issue 17, item 4).
+        state.split_before = True
         free = sorted(_RESERVABLE - state.taken_seats())
         for holder, seat in zip(newcomers, free, strict=False):
             state.reserved[holder] = _Reservation(holder, seat, rate, start=start, until=start)
