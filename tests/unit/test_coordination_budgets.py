@@ -261,14 +261,26 @@ def first_start(book: BudgetBook, holder: str, rate: float, now: float) -> float
     return grant["start"] - T0
 
 
-def test_a_new_keys_first_split_starts_at_once_and_later_ones_at_a_whole_second() -> None:
-    # Issue 17 item 4: a run's first request waited for the next whole second (0.5 s on
-    # average) although no grant of any grid could count in the current one.
+def test_a_split_of_the_same_grid_starts_as_the_leases_before_it_lapse() -> None:
+    # Issue 17 item 4: a run's first request, and every new split (a shard joining), waited
+    # for the next whole second although the grid was the same: up to a second of the key's
+    # slots unused each time.
     book = BudgetBook(LeaseTiming(lease_seconds=3.0))
-    assert first_start(book, "a/0", 25.0, T0 + 10.4) == pytest.approx(10.4)
-    book.renew("a/1", {KEY: 25.0}, T0 + 10.5)  # a new split: after the first one's leases
+    assert first_start(book, "a/0", 25.0, T0 + 10.4) == pytest.approx(10.4)  # lease to 13.4
+    book.renew("a/1", {KEY: 25.0}, T0 + 10.5)  # a new split, once a/0's lease has lapsed
     grants = book.renew("a/1", {KEY: 25.0}, T0 + 12.5)[KEY]
-    assert {g["start"] - T0 for g in grants} == {14.0}
+    assert {round(g["start"] - T0, 6) for g in grants} == {13.4}
+
+
+def test_a_new_grid_starts_at_a_whole_second_after_the_old_ones_grants() -> None:
+    book = BudgetBook(LeaseTiming(lease_seconds=3.0))
+    first_start(book, "a/0", 25.0, T0 + 10.4)
+    book.renew("b/0", {KEY: 10.0}, T0 + 10.5)  # the rate falls: a new grid
+    for now in range(11, 41):
+        grants = book.renew("b/0", {KEY: 10.0}, T0 + now)[KEY]
+    # a's reservation of the old grid (to 40.4) lapses last: the new grid starts after it,
+    # at the next whole second, so no second holds slots of both grids.
+    assert {(g["rate"], g["start"] - T0) for g in grants} == {(10.0, 41.0)}
 
 
 @pytest.mark.parametrize(("again", "expected"), [(3.6, 4.0), (4.2, 4.2)])

@@ -8,15 +8,18 @@ second. The argument, in the terms of :mod:`fleetsync.coordination.slots`:
    (runs that disagree get the lowest; the reply's ``rates`` says so). A split or
    reservation at a new rate starts only after every grant at the old rate has lapsed, so
    no second mixes two grids; within one grid a second holds at most ``N = floor(R)`` slots.
-   A key's first split starts at once, mid-second, when no grant of any grid can have been
-   valid for it earlier in that second: the book never saw the key, dropped no key in that
-   second (a dropped key may come back at another rate), and is not held off and was not
-   in that second; every later start waits for a whole second, as below.
+   A new grid starts at a whole second; later splits of the same grid start as soon as
+   the leases before them lapse, mid-second (slots are instants of the grid: a slot
+   before the boundary belongs to the old split, one after it to the new). A key's first
+   grid also starts mid-second when no grant the book no longer tracks can count in that
+   second: it dropped no key in that second (a dropped key may come back at another
+   rate), and is not held off and was not in that second.
 2. **Leases never overlap in time.** Every key has at most one *split* in force: a division
    of its *pool* seats among holders, valid from ``start`` to ``until``. Holders renew by
    reporting; each renewal extends the split. When holders, rate or pool change, the next
    split starts only once every lease handed out under the current one has lapsed (at a
-   whole second), even when a report is delayed or a holder is alive but unreachable.
+   whole second if the grid changes), even when a report is delayed or a holder is alive
+   but unreachable.
 3. **Reservations are disjoint from each other and from every lease.** Each holder is also
    given, with its lease, one *reserved seat* (of ``RESERVABLE_SEATS``, while any is free):
    a grant valid ``reservation_seconds`` past its last renewal. A holder that cannot reach
@@ -114,7 +117,10 @@ class _Key:
     reserved: dict[str, _Reservation] = field(default_factory=dict)  # by holder
     ended: list[_Reservation] = field(default_factory=list)  # lapsing: seats still taken
     visited: float = 0.0  # when it was last advanced (the sweep visits the oldest first)
-    split_before: bool = False  # has it had a split (a grid in force) since it was made?
+    # The rate of the grid its splits are made at (None: no split yet), and the whole second
+    # that grid began at: from then on every grant of the key is of that grid.
+    grid: float | None = None
+    grid_from: float = 0.0
 
     def rate(self) -> float | None:
         rates = [self.declared[h] for h in self.last_seen if h in self.declared]
@@ -378,11 +384,16 @@ class BudgetBook:
         for reservation in state.ended:
             if reservation.rate != rate:
                 start = max(start, reservation.until)
-        if state.split_before or start > now or now < self._clean_from:
-            start = float(math.ceil(start))
-        # else: the key's first grid, and none could count in this second before it: start
-        # now rather than up to a second later (a run's first request; issue 17, item 4).
-        state.split_before = True
+        if state.grid == rate:
+            # The same grid: its slots are the same instants whoever holds them, so the
+            # split may start the moment the leases before it lapse, mid-second.
+            start = max(start, state.grid_from)
+        else:
+            if state.grid is not None or start < self._clean_from:
+                start = max(float(math.ceil(start)), self._clean_from)
+            # else: the key's first grid, and no grant the book no longer tracks can count
+            # in this second: start now (a run's first request; issue 17, item 4).
+            state.grid, state.grid_from = rate, start
         free = sorted(_RESERVABLE - state.taken_seats())
         for holder, seat in zip(newcomers, free, strict=False):
             state.reserved[holder] = _Reservation(holder, seat, rate, start=start, until=start)
