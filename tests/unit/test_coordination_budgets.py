@@ -93,6 +93,8 @@ class Plan:
     interval: float
     loss: float
     delay: float
+    # Requests it says it still has to make (falling as it goes), or None: it does not know.
+    backlog: int | None = None
 
 
 plans = st.builds(
@@ -104,6 +106,7 @@ plans = st.builds(
     interval=st.floats(0.5, 1.5),
     loss=st.sampled_from([0.0, 0.0, 0.3, 0.8, 1.0]),
     delay=st.sampled_from([0.0, 0.2, 1.5, 4.0]),
+    backlog=st.one_of(st.none(), st.integers(0, 3000)),
 )
 
 
@@ -155,7 +158,11 @@ def simulate(
             shard.client.on_silence(now)  # the report (or its reply) was lost
             shard.record(now)
         else:
-            grants = book.renew(shard.name, {KEY: shard.rate}, now)
+            left = None
+            if plan.backlog is not None:
+                left = {KEY: max(0, plan.backlog - round(rng.uniform(5, 30) * (now - T0)))}
+            party = plan.run if i % 3 else None  # some report as their own party
+            grants = book.renew(shard.name, {KEY: shard.rate}, now, backlog=left, party=party)
             pending[i] = ReplyWire(grants=grants, breakers={}, stop=False, resume=None)
             heapq.heappush(events, (now + plan.delay, tie, "reply", i))
             continue  # the next report goes once this reply is in
@@ -301,3 +308,77 @@ def test_a_restarted_coordinators_first_split_starts_at_a_whole_second() -> None
     book = BudgetBook(LeaseTiming(lease_seconds=3.0))
     book.hold_off(T0 + 0.5)  # a predecessor's grants may stand until 30.5
     assert first_start(book, "a/0", 25.0, T0 + 30.7) == pytest.approx(31.0)
+
+
+def run_to_the_end(items: list[int], *, tell_backlog: bool) -> tuple[float, list[float]]:
+    """Shards of one run with ``items`` requests each share 25 req/s: each reports every
+    second (its backlog, if ``tell_backlog``), sends in every slot it holds while it has work,
+    and reports done after its last. Returns (the second after the last request's, each
+    shard's finish), seconds after the first report; asserts no second over the limit."""
+    clock = Clock()
+    book = BudgetBook(LeaseTiming(lease_seconds=3.0))
+    clients = []
+    for i in range(len(items)):
+        client = BudgetClient(shard=i, max_parallelism=8, coordinated=True, clock=clock)
+        client.limiter_for(KEY, 25.0)
+        clients.append(client)
+    left, finished = list(items), [math.inf] * len(items)
+    per_second: Counter[int] = Counter()
+    step, now = 0.01, T0
+    while now < T0 + 120 and any(f == math.inf for f in finished):
+        for i, client in enumerate(clients):
+            if finished[i] < math.inf:
+                continue
+            name = f"a/{i}"
+            if left[i] == 0:  # its last request has gone: it says so
+                book.release(name, now, finished=True)
+                finished[i] = now - T0
+                continue
+            if round((now - T0) / step) % 100 == i * 7:  # a report a second, staggered
+                backlog = {KEY: left[i]} if tell_backlog else None
+                grants = book.renew(name, {KEY: 25.0}, now, backlog=backlog, party="a")
+                client.on_reply(ReplyWire(grants=grants, breakers={}, stop=False, resume=None), now)
+            for grant in client.limiters[KEY].grants:
+                for t in slot_times(grant, now, now + step):
+                    if left[i]:
+                        left[i] -= 1
+                        per_second[math.floor(t)] += 1
+        now += step
+    assert max(per_second.values()) <= 25
+    return max(per_second) + 1 - T0, finished
+
+
+def test_a_runs_shards_with_unequal_backlogs_finish_together() -> None:
+    # Issue 17 item 4: hash sharding gives a run's shards +-10 % items (81-103 of 750 at a
+    # shared 25 req/s in bench section 3). Split evenly, they finished over 4 s, the last
+    # ones alone; split by what each has left, within a second (shard 0, alone at first,
+    # had a head start), and the last request goes sooner.
+    items = [94, 81, 103, 92, 93, 94, 91, 103]
+    _, even = run_to_the_end(items, tell_backlog=False)
+    _, finish = run_to_the_end(items, tell_backlog=True)
+    assert max(even[1:]) - min(even[1:]) > 2.0, even
+    assert max(finish[1:]) - min(finish[1:]) <= 1.0, finish
+    assert max(finish) < max(even) and max(finish) <= sum(items) / 25 + 0.5, (finish, even)
+
+
+def test_backlogs_move_slots_within_a_run_never_between_runs() -> None:
+    # Run a's two shards say how much each has left; run b's do not. a's shards divide a's
+    # part by backlog, b's divide theirs evenly, and each run keeps what an even split of
+    # four holders gives it: a backlog never takes slots from another run.
+    book = BudgetBook(LeaseTiming(lease_seconds=3.0))
+    said = {"a/0": 900, "a/1": 100, "b/0": None, "b/1": None}
+    shares: dict[str, float] = {}
+    for step in range(40):
+        now = T0 + step * 0.5
+        for holder, left in said.items():
+            backlog = None if left is None else {KEY: left}
+            wires = book.renew(holder, {KEY: 25.0}, now, backlog=backlog, party=holder[0])[KEY]
+            grants = [Grant(w["rate"], w["cycle"], tuple(w["residues"]), w["start"], w["until"])
+                      for w in wires]  # fmt: skip
+            shares[holder] = sum(g.share for g in grants if g.start <= now < g.until)
+    assert sum(shares.values()) == pytest.approx(25.0)
+    assert shares["a/0"] + shares["a/1"] == pytest.approx(shares["b/0"] + shares["b/1"], abs=0.2)
+    assert shares["b/0"] == pytest.approx(shares["b/1"], abs=0.1)
+    # a/0 has 90 % of a's backlog: it gets a's part but a/1's reserved seat (1/16 of the
+    # rate, its floor) and a slot of the pool.
+    assert shares["a/0"] / (shares["a/0"] + shares["a/1"]) >= 0.85

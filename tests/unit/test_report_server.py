@@ -189,6 +189,16 @@ async def test_malformed_bodies_get_400_naming_the_field() -> None:
     assert status == 400 and error.startswith("checkpoint.")
     status, error = await forged(pod(), report(wants={"k": float("inf")}))
     assert status == 400 and "wants" in error
+    # backlog: whole numbers of items, 0 or more, for keys the report wants (it steers how
+    # the run's share of a key is divided among its shards)
+    for backlog, field in (
+        ({"k": -1}, "backlog.k: must be 0 or more"),
+        ({"other": 5}, "backlog.other: not a key the report wants"),
+        ({"k": 2.5}, "backlog.k"),
+        ({"k": "7"}, "backlog.k"),
+    ):
+        status, error = await forged(pod(), report(wants={"k": 5.0}, backlog=backlog))
+        assert status == 400 and error.startswith(field), (backlog, error)
 
 
 async def test_an_oversized_body_gets_413() -> None:

@@ -102,6 +102,9 @@ class ReportWire(TypedDict):
     cost: CostWire
     failedSample: list[FailedWire]
     wants: dict[str, float]  # rate-limit key -> requests/s, for keys with work pending
+    # rate-limit key -> items still to fetch under it, once the inventory is read to the end:
+    # a coordinator divides a run's share of the key by it (its shards finish together)
+    backlog: NotRequired[dict[str, int]]
     error: NotRequired[str]
     # cause -> items of this pod dead-lettered for it (cumulative; bounded, see above)
     causes: NotRequired[dict[str, int]]

@@ -108,6 +108,11 @@ def parse_report(raw: object) -> ReportWire | Refusal:
     for key, rate in report["wants"].items():
         if not math.isfinite(rate) or rate <= 0:
             return Refusal(400, f"wants.{key}: a rate must be a positive finite number")
+    for key, left in report.get("backlog", {}).items():
+        if key not in report["wants"]:
+            return Refusal(400, f"backlog.{key}: not a key the report wants")
+        if left < 0:
+            return Refusal(400, f"backlog.{key}: must be 0 or more")
     return report
 
 

@@ -70,8 +70,11 @@ from fleetsync.api.progress import GrantWire
 from fleetsync.coordination.slots import (
     RESERVABLE_SEATS,
     SEATS,
+    SlotClock,
+    apportion,
     seat_residues,
     split_pool,
+    spread,
 )
 from fleetsync.coordination.timing import LeaseTiming
 
@@ -82,6 +85,11 @@ _RESERVABLE = frozenset(range(RESERVABLE_SEATS))
 # Each call visits at most this many keys nobody has visited for a lease (plus one per key
 # the caller names): enough to keep up with keys going idle, bounded per call.
 SWEEP_BATCH = 8
+# A backlog weighs at most this much (a report may say anything; beyond this, all alike).
+MAX_BACKLOG = 1_000_000_000
+# Re-divide a split by backlog when its holders would finish this far apart (seconds, and
+# fraction of the longest), at most once per REBALANCE_LEASES leases.
+REBALANCE_SPREAD, REBALANCE_SHARE, REBALANCE_LEASES = 2.0, 0.2, 2
 
 
 @dataclass(slots=True)
@@ -111,6 +119,10 @@ class _Key:
     following: _Split | None = None
     last_seen: dict[str, float] = field(default_factory=dict)
     declared: dict[str, float] = field(default_factory=dict)  # holder -> rate it asks for
+    # holder -> requests it still has to make under this key, when it knows (its inventory
+    # read to the end); and the party (run) it belongs to: see BudgetBook._weights.
+    backlog: dict[str, float] = field(default_factory=dict)
+    party: dict[str, str] = field(default_factory=dict)
     # Splits replaced after some holders were given them: those leases still stand (their
     # holders keep using them), and nothing new starts before they end.
     replaced: list[_Split] = field(default_factory=list)
@@ -173,10 +185,19 @@ class BudgetBook:
         self._clean_from = max(self._clean_from, float(math.ceil(self._not_before)))
 
     def renew(
-        self, holder: str, wants: Mapping[str, float], now: float
+        self,
+        holder: str,
+        wants: Mapping[str, float],
+        now: float,
+        *,
+        backlog: Mapping[str, int] | None = None,
+        party: str | None = None,
     ) -> dict[str, list[GrantWire]]:
         """``holder`` reports the keys it has work for; returns its grants (current and next
-        lease, and its reservation)."""
+        lease, and its reservation). ``backlog``: the requests it still has to make per key,
+        where it knows; ``party``: the run it belongs to (default: itself). Within a party,
+        splits follow the backlogs, so that its holders finish together (see
+        :meth:`_weights`); between parties they stay even per holder."""
         grants: dict[str, list[GrantWire]] = {}
         for key, rate in wants.items():
             state = self._keys.get(key)
@@ -184,6 +205,12 @@ class BudgetBook:
                 state = self._keys[key] = _Key()
             state.last_seen[holder] = now
             state.declared[holder] = rate
+            state.party[holder] = holder if party is None else party
+            left = None if backlog is None else backlog.get(key)
+            if left is None:
+                state.backlog.pop(holder, None)
+            else:
+                state.backlog[holder] = float(min(max(0, left), MAX_BACKLOG))
         for key in self._held.get(holder, set()) - wants.keys():
             state = self._keys.get(key)
             if state is not None:
@@ -210,20 +237,28 @@ class BudgetBook:
             state = self._keys.get(key)
             if state is not None:
                 reservation = state.reserved.get(holder)
+                party = state.party.get(holder, holder)
                 self._forget(state, holder, finished=finished)
                 if finished:
-                    self._hand_on(state, holder, reservation, now)
+                    self._hand_on(state, holder, party, reservation, now)
                 self._visit(key, state, now)
         self._sweep(now, SWEEP_BATCH)
 
     def _hand_on(
-        self, state: _Key, holder: str, reservation: _Reservation | None, now: float
+        self,
+        state: _Key,
+        holder: str,
+        party: str,
+        reservation: _Reservation | None,
+        now: float,
     ) -> None:
         """A finished holder's slots go, in place, to the holders still in each split: its
         leased residues and its reserved seat's (same grid, outside any hold-off). Every
         other holder's slots stay where they were and the finished one uses none again, so
         no slot gains a second holder — and the split need not wait for its own end to be
-        redivided (the tail of a run whose shards finish one after another)."""
+        redivided (the tail of a run whose shards finish one after another). They go to
+        the holders of its own party (run) if any is left, by backlog where all of them
+        know theirs; else evenly to all."""
         seat_free = (
             reservation is not None
             and now >= self._reserve_not_before
@@ -232,6 +267,8 @@ class BudgetBook:
         for split in state.splits():
             freed = list(split.residues.pop(holder, ()))
             heirs = sorted(h for h in split.residues if h in state.last_seen)
+            kin = [h for h in heirs if state.party.get(h, h) == party]
+            heirs = kin or heirs
             if not heirs:
                 continue
             if (
@@ -245,8 +282,14 @@ class BudgetBook:
             if not freed:
                 continue
             owned = {h: list(split.residues[h]) for h in heirs}
-            for i, residue in enumerate(sorted(freed)):
-                owned[heirs[i % len(heirs)]].append(residue)
+            left = [state.backlog.get(h) for h in heirs]
+            if kin and len(freed) >= len(heirs) and None not in left:
+                counts = apportion(len(freed), dict(zip(heirs, left, strict=True)))  # type: ignore[arg-type]
+                order = spread(counts, len(freed))
+            else:
+                order = [heirs[i % len(heirs)] for i in range(len(freed))]
+            for residue, heir in zip(sorted(freed), order, strict=True):
+                owned[heir].append(residue)
             for h, residues in owned.items():
                 split.residues[h] = tuple(sorted(residues))
 
@@ -304,6 +347,8 @@ class BudgetBook:
     def _forget(self, state: _Key, holder: str, *, finished: bool = False) -> None:
         state.last_seen.pop(holder, None)
         state.declared.pop(holder, None)
+        state.backlog.pop(holder, None)
+        state.party.pop(holder, None)
         reservation = state.reserved.pop(holder, None)
         if reservation is not None and not finished:
             reservation.ended = True
@@ -336,6 +381,7 @@ class BudgetBook:
             and latest.rate == rate
             and latest.pool == pool
             and not newcomers
+            and not self._unbalanced(state, latest, now)
         ):
             return
         self._new_split(state, wanted, rate, newcomers, now)
@@ -368,6 +414,58 @@ class BudgetBook:
             taken |= _RESERVABLE
         return _ALL_SEATS - taken
 
+    def _weights(
+        self, state: _Key, holders: list[str], pool: frozenset[int]
+    ) -> dict[str, float] | None:
+        """Pool weights that make each holder's whole rate (its reserved seat and its leased
+        slots) follow its backlog within its party, so that a run's shards finish together
+        instead of one after another (issue 17, item 4: shards' items differ by +-10 %, and
+        the last one alone sent in the run's last seconds). Each party keeps the pool share
+        an even split gives it (one per holder); a party with a holder whose backlog is
+        unknown shares its part evenly. None: an even split (no party has two holders)."""
+        parties: dict[str, list[str]] = {}
+        for h in holders:
+            parties.setdefault(state.party.get(h, h), []).append(h)
+        if all(len(members) < 2 for members in parties.values()):
+            return None
+        even = len(pool) / len(holders)  # seats each holder leases in an even split
+        weights: dict[str, float] = {}
+        for members in parties.values():
+            left = [state.backlog.get(h) for h in members]
+            total_left = sum(b for b in left if b is not None)
+            if None in left or total_left <= 0:
+                weights.update(dict.fromkeys(members, even))
+                continue
+            seat = {h: float(h in state.reserved) for h in members}
+            capacity = even * len(members) + sum(seat.values())  # in seats
+            share = {h: capacity * state.backlog[h] / total_left for h in members}
+            want = {h: max(0.0, share[h] - seat[h]) for h in members}
+            scale = even * len(members) / (sum(want.values()) or 1.0)
+            weights.update({h: w * scale for h, w in want.items()})
+        return weights
+
+    def _unbalanced(self, state: _Key, split: _Split, now: float) -> bool:
+        """The split in force would leave some holders of a party sending well after the
+        others (their backlogs moved apart since it was made, or were not known then):
+        worth a new split, at most once per ``REBALANCE_LEASES`` leases."""
+        if split is not state.current or state.following is not None or split.rate < 1:
+            return False
+        if now - split.start < REBALANCE_LEASES * self.lease:
+            return False
+        per_second = SlotClock(split.rate).per_second
+        finish: dict[str, list[float]] = {}
+        for h, residues in split.residues.items():
+            left = state.backlog.get(h)
+            if left is None or not left:
+                continue
+            seats = len(residues) * SEATS / split.cycle + (h in state.reserved)
+            finish.setdefault(state.party.get(h, h), []).append(left / (seats * per_second / SEATS))
+        return any(
+            len(times) > 1
+            and max(times) - min(times) > max(REBALANCE_SPREAD, REBALANCE_SHARE * max(times))
+            for times in finish.values()
+        )
+
     def _new_split(
         self, state: _Key, wanted: list[str], rate: float, newcomers: list[str], now: float
     ) -> None:
@@ -398,7 +496,7 @@ class BudgetBook:
         for holder, seat in zip(newcomers, free, strict=False):
             state.reserved[holder] = _Reservation(holder, seat, rate, start=start, until=start)
         pool = self._pool(state, now, extra=set())
-        cycle, residues = split_pool(rate, wanted, pool)
+        cycle, residues = split_pool(rate, wanted, pool, self._weights(state, wanted, pool))
         split = _Split(rate, cycle, residues, pool, start, start)
         if start <= now:
             state.current, state.following = split, None

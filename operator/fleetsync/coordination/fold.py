@@ -54,7 +54,9 @@ def fold_report(
             # "done" comes after the shard's last request ended: its seat is free at once.
             budgets.release(holder, now, finished=report["state"] == "done")
         else:
-            grants = budgets.renew(holder, report["wants"], now)
+            grants = budgets.renew(
+                holder, report["wants"], now, backlog=report.get("backlog"), party=run
+            )
     starting = report["state"] == "starting"
     reply = ReplyWire(
         grants=grants,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -22,11 +22,13 @@ __all__ = [
     "SEATS",
     "Grant",
     "SlotClock",
+    "apportion",
     "fallback_grant",
     "seat_cycle",
     "seat_residues",
     "split_pool",
     "split_residues",
+    "spread",
 ]
 
 # Every key's slots are dealt into SEATS seats: slot ``j`` belongs to seat ``j mod SEATS``
@@ -148,9 +150,14 @@ def seat_residues(rate: float, seat: int) -> tuple[int, tuple[int, ...]]:
 
 
 def split_pool(
-    rate: float, holders: Sequence[str], seats: Iterable[int]
+    rate: float,
+    holders: Sequence[str],
+    seats: Iterable[int],
+    weights: Mapping[str, float] | None = None,
 ) -> tuple[int, dict[str, tuple[int, ...]]]:
-    """Divide the slots of ``seats`` among ``holders``, round-robin, each getting at least one.
+    """Divide the slots of ``seats`` among ``holders``, each getting at least one: evenly
+    (round-robin), or in proportion to ``weights`` (see :func:`apportion`), each holder's
+    residues spread over the cycle.
 
     Returns ``(cycle, residues by holder)``; no residue outside ``seats`` is handed out.
     """
@@ -163,6 +170,38 @@ def split_pool(
     member = set(pool)
     residues = [r for r in range(cycle) if r % SEATS in member]
     owned: dict[str, list[int]] = {h: [] for h in holders}
-    for i, residue in enumerate(residues):
-        owned[holders[i % len(holders)]].append(residue)
+    if weights is None:
+        for i, residue in enumerate(residues):
+            owned[holders[i % len(holders)]].append(residue)
+    else:
+        counts = apportion(len(residues), {h: weights.get(h, 0.0) for h in holders})
+        for residue, holder in zip(residues, spread(counts, len(residues)), strict=True):
+            owned[holder].append(residue)
     return cycle, {h: tuple(r) for h, r in owned.items()}
+
+
+def apportion(total: int, weights: Mapping[str, float]) -> dict[str, int]:
+    """``total`` units over ``weights``' holders: one each, the rest in proportion to the
+    weights by largest remainder (ties by name; all weights zero: evenly). Needs
+    ``total >= len(weights)``."""
+    names = sorted(weights)
+    spare = total - len(names)
+    clean = {h: w if math.isfinite(w) and w > 0 else 0.0 for h, w in weights.items()}
+    weight_sum = sum(clean.values())
+    if weight_sum <= 0:
+        clean, weight_sum = dict.fromkeys(names, 1.0), float(len(names))
+    quotas = {h: spare * clean[h] / weight_sum for h in names}
+    counts = {h: 1 + math.floor(quotas[h]) for h in names}
+    left = total - sum(counts.values())
+    for h in sorted(names, key=lambda h: (math.floor(quotas[h]) - quotas[h], h))[:left]:
+        counts[h] += 1
+    return counts
+
+
+def spread(counts: Mapping[str, int], total: int) -> list[str]:
+    """An order of ``total`` turns in which each holder has ``counts[h]`` of them, evenly
+    spaced: holder ``h``'s ``k``-th turn sits near ``(k + 1/2) * total / counts[h]``."""
+    marks = sorted(
+        ((k + 0.5) * total / count, name, k) for name, count in counts.items() for k in range(count)
+    )
+    return [name for _, name, _ in marks]

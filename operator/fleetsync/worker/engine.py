@@ -45,6 +45,7 @@ from fleetsync.worker.reporting import (
     Reporter,
     ShardProgress,
     apply_verdicts,
+    backlog_of,
     shard_report,
     update_gauges,
     wants_of,
@@ -375,6 +376,7 @@ class ShardEngine:
             error=self._error,
             causes=self.books.causes,
         )
+        read = self._shard_total is not None
         return shard_report(
             self.plan,
             seq=self._report_seq,
@@ -384,7 +386,8 @@ class ShardEngine:
                 v.wire(self.budgets.rates.get(v.limit_key) if v.limit_key else None)
                 for v in self.vendors.values()
             ],
-            wants=wants_of(self.vendors.values(), inventory_read=self._shard_total is not None),
+            wants=wants_of(self.vendors.values(), inventory_read=read),
+            backlog=backlog_of(self.vendors.values(), inventory_read=read),
             cost=self.sink.cost,
         )
 

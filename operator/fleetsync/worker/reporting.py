@@ -43,6 +43,7 @@ __all__ = [
     "Reporter",
     "ShardProgress",
     "apply_verdicts",
+    "backlog_of",
     "shard_report",
     "update_gauges",
     "wants_of",
@@ -80,6 +81,18 @@ def wants_of(vendors: Iterable[VendorRuntime], *, inventory_read: bool) -> dict[
     return wants
 
 
+def backlog_of(vendors: Iterable[VendorRuntime], *, inventory_read: bool) -> dict[str, int]:
+    """Items still to fetch per rate-limit key, once the inventory is read to the end (until
+    then the shard cannot know; it says nothing)."""
+    backlog: dict[str, int] = {}
+    if not inventory_read:
+        return backlog
+    for vendor in vendors:
+        if vendor.limit_key is not None and vendor.rate is not None:
+            backlog[vendor.limit_key] = backlog.get(vendor.limit_key, 0) + vendor.pending
+    return backlog
+
+
 def shard_report(
     plan: ShardPlan,
     *,
@@ -88,6 +101,7 @@ def shard_report(
     progress: ShardProgress,
     vendors: Sequence[VendorWire] = (),
     wants: Mapping[str, float] | None = None,
+    backlog: Mapping[str, int] | None = None,
     cost: SinkCost | None = None,
 ) -> ReportWire:
     """The report of shard ``plan.shard`` in ``state``; a pure function of its arguments."""
@@ -113,6 +127,8 @@ def shard_report(
         failedSample=list(progress.failed_sample),
         wants=dict(wants or {}),
     )
+    if backlog:
+        report["backlog"] = {key: n for key, n in backlog.items() if key in report["wants"]}
     if progress.error is not None:
         report["error"] = progress.error
     if progress.causes:
