@@ -145,14 +145,24 @@ def test_a_run_syncs_exactly_what_the_vendors_serve(sim: SimulatorProcess, tmp_p
     assert again["items"]["unchanged"] == 3000 and again["cost"]["writeUnits"] == 0
 
 
-def test_eight_shards_hold_a_shared_25_rps_limit(sim: SimulatorProcess, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "processes", [(), ("--processes", "2")], ids=["in-this-process", "worker-processes"]
+)
+def test_eight_shards_hold_a_shared_25_rps_limit(
+    sim: SimulatorProcess, tmp_path: Path, processes: tuple[str, ...]
+) -> None:
+    # 25 req/s is far below one process's pace: by default the eight shards run in the
+    # runner's own process (no worker starts); with --processes, in two worker processes.
     sim.reset()
     body = manifest(
         sim, tmp_path / "l.db", count=300, vendors=("limited",),
         source={"rateLimit": {"requestsPerSecond": 25}},
     )  # fmt: skip
-    out = run(tmp_path, body, "--shards", "8")
+    out = run(tmp_path, body, "--shards", "8", *processes)
     assert out.returncode == 0, out.stderr
+    logs = sorted(p.name for p in (tmp_path / "state" / "runs" / "plants").glob("shard*.log"))
+    assert logs == ([] if not processes else ["shards-0-2-4-6.log", "shards-1-3-5-7.log"])
+    assert summary(out)["items"]["synced"] == 300
     stats = sim.stats()["vendors"]["limited"]
     assert stats["total"] >= 300
     assert stats["maxOfferedPerSecond"] <= 25, stats["perSecond"]

@@ -7,6 +7,7 @@ counts is which modules were imported (``--help`` ≤ 0.25 s is measured in benc
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fleetsync.api.limits import rate_bound
 from fleetsync.api.v1alpha1 import SyncJobSpec
 from fleetsync.local.runner import (
     ITEMS_PER_PROCESS,
@@ -251,3 +253,46 @@ def test_a_local_run_without_metrics_never_imports_prometheus_client(tmp_path: P
     )
     assert "fleetsync.worker.engine" in modules  # the shard ran in this process
     assert not any(m.startswith("prometheus_client") for m in modules), code
+
+
+def _source(url: str, rate_limit: dict[str, object] | None, vendors: dict[str, object] | None):  # type: ignore[no-untyped-def]
+    source: dict[str, object] = {"http": {"url": url}}
+    if rate_limit is not None:
+        source["rateLimit"] = rate_limit
+    if vendors is not None:
+        source["vendors"] = {"by": "vendor", "items": vendors}
+    return SyncJobSpec.model_validate(
+        {"fleet": {"inventory": {"generate": {"count": 1}}}, "source": source,
+         "sink": {"sqlite": {"path": "x.db", "table": "plants"}}}
+    ).source  # fmt: skip
+
+
+BASE = "{vendor.baseUrl}/plants/{id}"
+TWO = {"a": {"baseUrl": "http://a.test"}, "b": {"baseUrl": "http://b.test"}}
+
+
+@pytest.mark.parametrize(
+    ("url", "rate_limit", "vendors", "bound"),
+    [
+        # one host, one key; a vendor's base URL is a key of its own (limit_for)
+        ("https://api.example/p/{id}", {"requestsPerSecond": 25}, None, 25.0),
+        ("https://api.example/p/{id}", {"requestsPerSecond": 25}, TWO, 75.0),
+        # a key per named vendor's base URL; unnamed vendors have no host and send nothing
+        (BASE, {"requestsPerSecond": 25}, TWO, 50.0),
+        (BASE, {"requestsPerSecond": 25, "key": "shared"}, TWO, 25.0),
+        (BASE, {"requestsPerSecond": 25}, {**TWO, "c": {"rateLimit": {"requestsPerSecond": 5}}},
+         50.0),
+        (BASE, {"requestsPerSecond": 25},
+         {**TWO, "c": {"baseUrl": "http://c.test", "rateLimit": {"requestsPerSecond": 5}}}, 55.0),
+        # unlimited somewhere, or a key per vendor of an inventory not known in advance
+        ("https://api.example/p/{id}", None, None, math.inf),
+        (BASE, None, {"a": {"baseUrl": "http://a.test", "rateLimit": {"requestsPerSecond": 5}},
+                      "b": {"baseUrl": "http://b.test"}}, math.inf),
+        ("https://{vendor}.example/p/{id}", {"requestsPerSecond": 25}, TWO, math.inf),
+    ],
+)  # fmt: skip
+def test_the_rate_bound_of_a_run_is_the_sum_of_its_keys_rates(
+    url: str, rate_limit: dict[str, object] | None, vendors: dict[str, object] | None, bound: float
+) -> None:
+    # Below IN_PROCESS_RATE every shard runs in the runner's own process (bench section 3).
+    assert rate_bound(_source(url, rate_limit, vendors)) == bound

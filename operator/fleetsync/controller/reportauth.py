@@ -25,10 +25,10 @@ import typing_extensions
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import is_typeddict
 
+from fleetsync.api.limits import limit_for
 from fleetsync.api.progress import ReportWire
 from fleetsync.api.v1alpha1.syncjob import SyncJobSpec
 from fleetsync.controller.objects import Job, KubeObject, Pod
-from fleetsync.worker.vendors import limit_for
 
 __all__ = [
     "COMPLETION_INDEX",

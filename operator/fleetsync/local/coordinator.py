@@ -123,7 +123,7 @@ class LocalCoordinator:
 
 
 class InProcessCoordinator:
-    """A single shard in the runner's own process talks to the coordinator directly."""
+    """Shards in the runner's own process talk to the coordinator directly."""
 
     keeps_reports = True
 

@@ -1,7 +1,8 @@
 """Run every shard of a manifest on this machine, supervised like a Job would supervise pods.
 
-Each shard is a ``fleetsync worker`` process (a single shard runs inside this process, which
-saves a second of start-up on small fleets). Exit 75 (interrupted) is resumed from the
+Shards run in ``fleetsync worker`` processes, several to a process (a single shard runs
+inside this process, which saves a second of start-up on small fleets; so do all the shards
+of a run its rate limits hold to :data:`IN_PROCESS_RATE`). Exit 75 (interrupted) is resumed from the
 checkpoint without counting as a failure; a crash or SIGKILL is retried up to
 ``backoff_limit`` times per shard, also from the checkpoint; exit 64 fails the run.
 
@@ -27,10 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetsync.api.constants import ExitCode, Phase, Reason
+from fleetsync.api.limits import rate_bound
 from fleetsync.api.manifest import load_spec
 from fleetsync.api.v1alpha1 import SyncJobSpec
 from fleetsync.coordination.phase import final_phase
 from fleetsync.coordination.progress import RunProgress, expected_total
+from fleetsync.errors import ManifestError
 from fleetsync.local.coordinator import InProcessCoordinator, LocalCoordinator
 from fleetsync.local.state import RunState, fingerprint, stop_leftover_workers
 from fleetsync.local.summary import RunSummary
@@ -39,6 +42,7 @@ from fleetsync.worker.secrets import SecretResolver
 from fleetsync.worker.sinkfactory import build_sink
 
 __all__ = [
+    "IN_PROCESS_RATE",
     "ITEMS_PER_PROCESS",
     "ITEMS_PER_PROCESS_SQLITE",
     "LocalRun",
@@ -62,6 +66,11 @@ log = logging.getLogger("fleetsync.run")
 # lost by 1.53x, hence only the cores the load average leaves idle.
 ITEMS_PER_PROCESS = 2_500
 ITEMS_PER_PROCESS_SQLITE = 7_000
+# A run whose rate limits allow at most this many requests per second in all runs in this
+# process, however many shards it has: one process serves ~2,800 items/s at 50 ms (bench
+# section 1), and a worker process costs ~0.5 s before its first request (bench section 3:
+# 8 shards sharing 25 req/s).
+IN_PROCESS_RATE = 500.0
 
 
 def items_per_process(spec: SyncJobSpec) -> int:
@@ -89,7 +98,9 @@ class RunOptions:
     state_dir: Path = Path(".fleetsync")
     transport: str = "aiohttp"
     backoff_limit: int = 6
-    in_process: bool | None = None  # None: only when there is a single shard
+    # None: when there is a single shard, or rate limits hold the run to IN_PROCESS_RATE
+    # (and neither --processes nor --parallelism asks for processes)
+    in_process: bool | None = None
     restart: bool = False  # ignore an interrupted run's progress and start over
 
 
@@ -193,7 +204,11 @@ class LocalRun:
         self.started = time.monotonic()
         in_process = self.options.in_process
         if in_process is None:
-            in_process = self.shards == 1
+            in_process = self.shards == 1 or (
+                self.options.processes is None
+                and self.options.parallelism is None
+                and rate_bound(spec.source) <= IN_PROCESS_RATE
+            )
         ticker = asyncio.create_task(self._tick(progress))
         deadline = (
             asyncio.get_running_loop().call_later(spec.deadline_seconds, self.stop)
@@ -202,7 +217,7 @@ class LocalRun:
         )
         try:
             if in_process:
-                outcomes = {0: await self._run_in_process(spec)}
+                outcomes = await self._run_in_process(spec)
             else:
                 # Workers start while the report endpoint does: they connect into its
                 # socket's backlog and are answered as soon as it serves.
@@ -242,17 +257,13 @@ class LocalRun:
         view = self.coordinator.progress.views.get(shard)
         return view is not None and view.state == "done"
 
-    async def _run_in_process(self, spec: SyncJobSpec) -> _ShardOutcome:
+    async def _run_in_process(self, spec: SyncJobSpec) -> dict[int, _ShardOutcome]:
+        """Every shard not finished yet, in this process (no restarts: a crash ends the run)."""
         assert self.coordinator is not None
-        if self._done(0):
-            return _ShardOutcome(ExitCode.OK)
-        plan = ShardPlan(
-            run=self.name,
-            shard=0,
-            shards=1,
-            pod=f"local-{self._tag}-0",
-            base_dir=self.options.manifest.parent,
-        )
+        todo = [shard for shard in range(self.shards) if not self._done(shard)]
+        outcomes = {shard: _ShardOutcome(ExitCode.OK) for shard in range(self.shards)}
+        if not todo:
+            return outcomes
         # Imported here: a run of worker processes never needs the engine, its HTTP clients
         # and metrics in this process, and importing them (~0.15 s) delayed every worker.
         from fleetsync.worker.collector import tune_for_shards
@@ -262,17 +273,42 @@ class LocalRun:
         self._stop_shard = asyncio.Event()
         if self._stopping:
             self._stop_shard.set()
-        result = await run_shard(
-            spec,
-            plan,
-            secrets=SecretResolver(self.options.secrets_dir),
-            coordinator=InProcessCoordinator(self.coordinator),
-            transport=self.options.transport,
-            stop=self._stop_shard,
+        coordinator = InProcessCoordinator(self.coordinator)
+        secrets_ = SecretResolver(self.options.secrets_dir)
+        plans = [
+            ShardPlan(
+                run=self.name,
+                shard=shard,
+                shards=self.shards,
+                pod=f"local-{self._tag}-{shard}",
+                base_dir=self.options.manifest.parent,
+            )
+            for shard in todo
+        ]
+        results = await asyncio.gather(
+            *(
+                run_shard(
+                    spec,
+                    plan,
+                    secrets=secrets_,
+                    coordinator=coordinator,
+                    transport=self.options.transport,
+                    stop=self._stop_shard,
+                )
+                for plan in plans
+            ),
+            return_exceptions=True,
         )
-        if result.state == "failed":
-            return _ShardOutcome(ExitCode.FAILED, error=result.error)
-        return _ShardOutcome(ExitCode.OK if result.state == "done" else ExitCode.INTERRUPTED)
+        errors = [result for result in results if isinstance(result, BaseException)]
+        if errors:  # as a worker process does: a configuration error first, it is every shard's
+            raise next((e for e in errors if isinstance(e, ManifestError)), errors[0])
+        for shard, result in zip(todo, results, strict=True):
+            assert not isinstance(result, BaseException)
+            if result.state == "failed":
+                outcomes[shard] = _ShardOutcome(ExitCode.FAILED, error=result.error)
+            elif result.state != "done":
+                outcomes[shard] = _ShardOutcome(ExitCode.INTERRUPTED)
+        return outcomes
 
     async def _run_processes(self, url: str) -> dict[int, _ShardOutcome]:
         assert self.coordinator is not None

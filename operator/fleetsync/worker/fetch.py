@@ -40,6 +40,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from fleetsync.api.limits import static_host
 from fleetsync.errors import HostNotAllowedError, PayloadError, ThrottledError, VendorError
 from fleetsync.worker.failure_text import (
     EXCERPT_BYTES,
@@ -119,12 +120,7 @@ class AllowedHosts:
                 f"host {parts.netloc or url} is not in allowedHosts; request not sent"
             )
 
-    @staticmethod
-    def host_of(url: str) -> str | None:
-        parts = urlsplit(url)
-        if not parts.hostname or "{" in parts.netloc:
-            return None
-        return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+    host_of = staticmethod(static_host)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,13 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fleetsync.api.constants import BreakerState
+from fleetsync.api.limits import limit_for
 from fleetsync.api.progress import VendorWire
 from fleetsync.api.v1alpha1.source import MAX_VENDORS
 from fleetsync.api.v1alpha1.syncjob import Source
 from fleetsync.errors import ManifestError
 from fleetsync.worker.breaker import CircuitBreaker
 from fleetsync.worker.concurrency import AdaptiveConcurrency, ConcurrencyGate
-from fleetsync.worker.fetch import AllowedHosts
 from fleetsync.worker.ratelimit import SlotLimiter
 from fleetsync.worker.template import VendorName
 
@@ -58,19 +58,6 @@ class VendorStats:
             return None
         ordered = sorted(self.latencies)
         return round(ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)] * 1000, 1)
-
-
-def limit_for(source: Source, vendor: str) -> tuple[str | None, float | None]:
-    """The (key, requests/s) of ``vendor``'s rate limit, or (None, None) when unlimited."""
-    override = source.vendors.items.get(vendor) if source.vendors else None
-    limit = override.rate_limit if override and override.rate_limit else source.rate_limit
-    if limit is None:
-        return None, None
-    base = override.base_url if override and override.base_url else None
-    key = limit.key or (base.rstrip("/") if base else None)
-    if key is None:
-        key = AllowedHosts.host_of(source.http.url) or f"vendor:{vendor}"
-    return key, limit.requests_per_second
 
 
 def vendor_of(source: Source, item: Mapping[str, object]) -> str:
