@@ -167,14 +167,17 @@ def test_a_missing_vendor_secret_key_is_64_naming_it(tmp_path: Path, env: dict[s
     one_error_line(got.stderr, "spec.source.http.auth.secretRef")
 
 
+@pytest.mark.parametrize("shards", ["1", "2"], ids=["in-process", "worker-processes"])
 @pytest.mark.parametrize("content", [b'[{"id": "p-1"}, {oops', b"\xff\xfe\x00bad"])
 def test_an_unreadable_inventory_file_is_64_naming_it(
-    tmp_path: Path, env: dict[str, str], content: bytes
+    tmp_path: Path, env: dict[str, str], content: bytes, shards: str
 ) -> None:
+    # Found by the shards (a file inventory's size is unknown: a shard per idle core, in this
+    # process or in worker processes by the machine's load): said the same way either way.
     (tmp_path / "plants.json").write_bytes(content)
     manifest = syncjob({"sqlite": {"path": str(tmp_path / "x.db"), "table": "plants"}})
     manifest["spec"]["fleet"]["inventory"] = {"file": {"path": "plants.json"}}
-    got = run(tmp_path, manifest, env)
+    got = run(tmp_path, manifest, env, "--shards", shards)
     assert got.code == 64, got
     assert got.error["field"].endswith("plants.json"), got.error
     assert "JSON" in got.error["reason"] or "UTF-8" in got.error["reason"]

@@ -29,6 +29,7 @@ __all__ = [
     "SNAPSHOT_CAUSES",
     "CheckpointWire",
     "CostWire",
+    "ErrorWire",
     "FailedWire",
     "FailureSample",
     "GrantWire",
@@ -87,6 +88,14 @@ class FailedWire(TypedDict):
     attempts: int
 
 
+class ErrorWire(TypedDict):
+    """A shard's configuration error, as the CLI's JSON ``error`` object says it."""
+
+    field: str | None
+    reason: str
+    hint: str | None
+
+
 class ReportWire(TypedDict):
     run: str
     shard: int
@@ -106,6 +115,9 @@ class ReportWire(TypedDict):
     # a coordinator divides a run's share of the key by it (its shards finish together)
     backlog: NotRequired[dict[str, int]]
     error: NotRequired[str]
+    # A configuration error, field by field: `fleetsync run` says it as if found in its own
+    # process (exit 64, the JSON error object), however many processes its shards ran in.
+    errorDetail: NotRequired[ErrorWire]
     # cause -> items of this pod dead-lettered for it (cumulative; bounded, see above)
     causes: NotRequired[dict[str, int]]
 

@@ -6,9 +6,10 @@ refuses a request over 1.5 MiB), and one report may name 256 vendors: 1,000 shar
 old single ConfigMap made 2 MB, and final reports then got 503 (issue 14, item 9). So:
 
 - **Nothing recomputable is kept.** A report's own ``checkpoint`` (the shard's stored
-  checkpoint is kept beside it) and its ``wants`` (read once, at intake) are dropped; of the
-  failed-item samples only those the status shows (the first ``FAILED_SAMPLE_MAX`` in pod
-  order) are kept; long texts are clipped (at intake already, :func:`clip_report`).
+  checkpoint is kept beside it) and its ``wants`` and ``backlog`` (read once, at intake) are
+  dropped; of the failed-item samples only those the status shows (the first
+  ``FAILED_SAMPLE_MAX`` in pod order) are kept; long texts are clipped (at intake already,
+  :func:`clip_report`).
 - **A shard's entry has a budget** (``SHARD_BYTES``). Over it, a finished shard's vendor
   counters and cost are folded into the run's ``retired`` totals (exact: that pod reports no
   more), and a live shard keeps its busiest vendors that fit. What a live shard loses comes
@@ -82,6 +83,7 @@ def clip_report(report: ReportWire) -> ReportWire:
     clipped["vendors"] = report["vendors"][:MAX_VENDORS]
     if "error" in report:
         clipped["error"] = _clip(report["error"])
+    clipped.pop("errorDetail", None)  # for `fleetsync run`; status says `error`
     return clipped
 
 
@@ -131,6 +133,7 @@ def _compact_view(view: Mapping[str, Any], shown: int, room: int, retired: dict[
         return dict(view)
     vendors = view["report"]["vendors"]
     report = {**view["report"], "checkpoint": None, "wants": {}, "vendors": []}
+    report.pop("backlog", None)
     report["failedSample"] = report["failedSample"][:shown]
     out = {**view, "report": report}
     kept, whole = _busiest_that_fit(vendors, room - _size(out))

@@ -30,6 +30,7 @@ from fleetsync.api.progress import (
     MAX_CAUSES,
     SNAPSHOT_CAUSES,
     CheckpointWire,
+    ErrorWire,
     FailedWire,
     ReportWire,
     VendorWire,
@@ -345,6 +346,15 @@ class RunProgress:
             if view.report is not None and view.report.get("error")
         ]
         return max(reported)[1] if reported else None
+
+    def config_error(self) -> ErrorWire | None:
+        """The configuration error of the shard that reported one last, field by field."""
+        reported = [
+            (view.updated, view.pod, view.report["errorDetail"])
+            for view in self.views.values()
+            if view.report is not None and "errorDetail" in view.report
+        ]
+        return max(reported, key=lambda r: (r[0], r[1]))[2] if reported else None
 
     def failure_causes(self, limit: int = MAX_CAUSES) -> list[FailureCause]:
         """Every failure of the run counted by cause (api.progress.cause_of), most frequent

@@ -237,6 +237,13 @@ class LocalRun:
                 deadline.cancel()
             await self.coordinator.stop()
             self.coordinator.persist(time.time(), final=True)
+        detail = progress.config_error()
+        if detail is not None and any(
+            o.exit_code == ExitCode.INVALID_CONFIG for o in outcomes.values()
+        ):  # said as a shard in this process says it (exit 64, the JSON error object)
+            raise ManifestError(
+                [(detail["field"] or "spec", detail["reason"])], hint=detail["hint"]
+            )
         return self._summarise(spec, progress, outcomes, deadline_hit=self._deadline_hit(spec))
 
     def _deadline_hit(self, spec: SyncJobSpec) -> bool:

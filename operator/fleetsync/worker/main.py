@@ -26,7 +26,7 @@ import httpx
 
 from fleetsync.api.constants import ExitCode
 from fleetsync.api.manifest import load_spec
-from fleetsync.api.progress import ReplyWire, ReportWire
+from fleetsync.api.progress import ErrorWire, ReplyWire, ReportWire
 from fleetsync.api.v1alpha1 import SyncJobSpec
 from fleetsync.coordination.protocol import Coordinator, NoCoordinator
 from fleetsync.errors import ManifestError, SinkError, describe
@@ -265,6 +265,9 @@ async def _report_failure(coordinator: Coordinator, plan: ShardPlan, error: Exce
         progress=ShardProgress(seen=0, shard_total=None, checkpoint=None),
     )
     report["error"] = failure_text(error)
+    if isinstance(error, ManifestError):
+        field, reason, hint = describe(error)
+        report["errorDetail"] = ErrorWire(field=field, reason=reason, hint=hint)
     try:
         await coordinator.report(report)
     except Exception as failure:  # the exit code and the log line still say it
