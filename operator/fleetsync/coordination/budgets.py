@@ -89,7 +89,7 @@ SWEEP_BATCH = 8
 MAX_BACKLOG = 1_000_000_000
 # Re-divide a split by backlog when its holders would finish this far apart (seconds, and
 # fraction of the longest), at most once per REBALANCE_LEASES leases.
-REBALANCE_SPREAD, REBALANCE_SHARE, REBALANCE_LEASES = 2.0, 0.2, 2
+REBALANCE_SPREAD, REBALANCE_SHARE, REBALANCE_LEASES = 1.0, 0.1, 2
 
 
 @dataclass(slots=True)
@@ -123,6 +123,7 @@ class _Key:
     # read to the end); and the party (run) it belongs to: see BudgetBook._weights.
     backlog: dict[str, float] = field(default_factory=dict)
     party: dict[str, str] = field(default_factory=dict)
+    balance_checked: float = -math.inf  # when BudgetBook._unbalanced last looked at it
     # Splits replaced after some holders were given them: those leases still stand (their
     # holders keep using them), and nothing new starts before they end.
     replaced: list[_Split] = field(default_factory=list)
@@ -450,8 +451,9 @@ class BudgetBook:
         worth a new split, at most once per ``REBALANCE_LEASES`` leases."""
         if split is not state.current or state.following is not None or split.rate < 1:
             return False
-        if now - split.start < REBALANCE_LEASES * self.lease:
-            return False
+        if now - split.start < REBALANCE_LEASES * self.lease or now - state.balance_checked < 1:
+            return False  # a look costs a pass over the holders: once a second per key
+        state.balance_checked = now
         per_second = SlotClock(split.rate).per_second
         finish: dict[str, list[float]] = {}
         for h, residues in split.residues.items():
