@@ -130,8 +130,9 @@ class _Key:
     reserved: dict[str, _Reservation] = field(default_factory=dict)  # by holder
     ended: list[_Reservation] = field(default_factory=list)  # lapsing: seats still taken
     visited: float = 0.0  # when it was last advanced (the sweep visits the oldest first)
-    # The rate of the grid its splits are made at (None: no split yet), and the whole second
-    # that grid began at: from then on every grant of the key is of that grid.
+    # The rate of the grid its splits are made at (None: no split yet), and when that grid
+    # began (a whole second, but for a key's first): from then on every grant of the key is
+    # of that grid.
     grid: float | None = None
     grid_from: float = 0.0
 
@@ -283,10 +284,9 @@ class BudgetBook:
             if not freed:
                 continue
             owned = {h: list(split.residues[h]) for h in heirs}
-            left = [state.backlog.get(h) for h in heirs]
-            if kin and len(freed) >= len(heirs) and None not in left:
-                counts = apportion(len(freed), dict(zip(heirs, left, strict=True)))  # type: ignore[arg-type]
-                order = spread(counts, len(freed))
+            known = {h: state.backlog[h] for h in heirs if h in state.backlog}
+            if kin and len(freed) >= len(heirs) and len(known) == len(heirs):
+                order = spread(apportion(len(freed), known), len(freed))
             else:
                 order = [heirs[i % len(heirs)] for i in range(len(freed))]
             for residue, heir in zip(sorted(freed), order, strict=True):
