@@ -2,8 +2,8 @@
 
 Shards run in ``fleetsync worker`` processes, several to a process (a single shard runs
 inside this process, which saves a second of start-up on small fleets; so do all the shards
-of a run its rate limits hold to :data:`IN_PROCESS_RATE`). Exit 75 (interrupted) is resumed from the
-checkpoint without counting as a failure; a crash or SIGKILL is retried up to
+of a run its rate limits hold to :data:`IN_PROCESS_RATE`). Exit 75 (interrupted) is resumed
+from the checkpoint without counting as a failure; a crash or SIGKILL is retried up to
 ``backoff_limit`` times per shard, also from the checkpoint; exit 64 fails the run.
 
 A run interrupted as a whole (Ctrl-C, ``kill -9``) resumes when started again: the progress
@@ -66,10 +66,10 @@ log = logging.getLogger("fleetsync.run")
 # lost by 1.53x, hence only the cores the load average leaves idle.
 ITEMS_PER_PROCESS = 2_500
 ITEMS_PER_PROCESS_SQLITE = 7_000
-# A run whose rate limits allow at most this many requests per second in all runs in this
-# process, however many shards it has: one process serves ~2,800 items/s at 50 ms (bench
-# section 1), and a worker process costs ~0.5 s before its first request (bench section 3:
-# 8 shards sharing 25 req/s).
+# A run its rate limits hold to this many requests per second or fewer runs all its shards,
+# however many, in this process: one process serves ~2,800 items/s at 50 ms (bench section
+# 1), and a worker process costs ~0.5 s before its first request (bench section 3: 8 shards
+# sharing 25 req/s).
 IN_PROCESS_RATE = 500.0
 
 
