@@ -46,8 +46,9 @@ def case_limit(settings: Settings) -> list[str]:
     return [
         f"## 3. One {rate:g} req/s vendor budget shared by {shards} shards, {count} items",
         "",
-        "`fleetsync run --shards 8`: the shards share one worker process per core (two here), each "
-        "shard its own holder of the budget.",
+        "`fleetsync run --shards 8`: the run's rate limit holds it far below one process's pace, "
+        "so the shards run in the runner's own process (`IN_PROCESS_RATE`), each shard its own "
+        "holder of the budget.",
         "",
         f"Baseline: the ideal run, {count} / {rate:g} = {ideal:.1f} s. Utilisation: mean "
         "accepted requests per whole second (first and last seconds dropped) / limit; over the "
