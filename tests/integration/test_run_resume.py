@@ -36,7 +36,12 @@ def sim() -> Iterator[SimulatorProcess]:
         yield simulator
 
 
-def write_manifest(sim: SimulatorProcess, tmp: Path) -> Path:
+# A rate limit this low runs both shards in the runner's own process (IN_PROCESS_RATE);
+# without one, each shard has a worker process.
+WHERE = {"worker-processes": None, "shards-in-this-process": 400.0}
+
+
+def write_manifest(sim: SimulatorProcess, tmp: Path, rate: float | None = None) -> Path:
     body: dict[str, Any] = {
         "apiVersion": "fleetsync.dev/v1alpha1",
         "kind": "SyncJob",
@@ -47,6 +52,7 @@ def write_manifest(sim: SimulatorProcess, tmp: Path) -> Path:
                 "http": {"url": f"{sim.url}/vendors/slow/plants/{{id}}/realtime"},
                 "concurrency": {"mode": "fixed", "initial": 8, "min": 1, "max": 8},
                 "mapping": {"power": "$.data.power"},
+                **({"rateLimit": {"requestsPerSecond": rate}} if rate else {}),
             },
             "sink": {"sqlite": {"path": str(tmp / "plants.db"), "table": "plants"}},
         },
@@ -128,14 +134,20 @@ def resume_and_check(sim: SimulatorProcess, manifest: Path, tmp: Path) -> dict[s
     return result
 
 
+def worker_logs(tmp: Path) -> list[str]:
+    return sorted(p.name for p in (tmp / "state" / "runs" / "plants").glob("shard*.log"))
+
+
+@pytest.mark.parametrize("where", WHERE)
 def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(
-    sim: SimulatorProcess, tmp_path: Path
+    sim: SimulatorProcess, tmp_path: Path, where: str
 ) -> None:
     sim.reset()
-    manifest = write_manifest(sim, tmp_path)
+    manifest = write_manifest(sim, tmp_path, WHERE[where])
     process = start_and_wait_for(manifest, tmp_path, at_least=600)
     os.kill(process.pid, signal.SIGKILL)  # the runner only, as `kill -9 <pid>` would
     process.communicate(timeout=30)
+    assert bool(worker_logs(tmp_path)) == (where == "worker-processes")
     result = resume_and_check(sim, manifest, tmp_path)
     assert result["resumed"] >= 600
     # What was fetched but not yet in the kept progress is fetched again (a figure for the
@@ -148,11 +160,12 @@ def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(
     assert last_json(again.stdout)["resumed"] == 0
 
 
+@pytest.mark.parametrize("where", WHERE)
 def test_ctrl_c_reports_what_was_written_and_the_next_run_resumes(
-    sim: SimulatorProcess, tmp_path: Path
+    sim: SimulatorProcess, tmp_path: Path, where: str
 ) -> None:
     sim.reset()
-    manifest = write_manifest(sim, tmp_path)
+    manifest = write_manifest(sim, tmp_path, WHERE[where])
     process = start_and_wait_for(manifest, tmp_path, at_least=600)
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
     stdout, stderr = process.communicate(timeout=60)
