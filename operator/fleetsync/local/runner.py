@@ -274,7 +274,7 @@ class LocalRun:
         # Imported here: a run of worker processes never needs the engine, its HTTP clients
         # and metrics in this process, and importing them (~0.15 s) delayed every worker.
         from fleetsync.worker.collector import tune_for_shards
-        from fleetsync.worker.main import run_shard
+        from fleetsync.worker.main import run_shard, shard_results
 
         tune_for_shards()
         self._stop_shard = asyncio.Event()
@@ -306,11 +306,7 @@ class LocalRun:
             ),
             return_exceptions=True,
         )
-        errors = [result for result in results if isinstance(result, BaseException)]
-        if errors:  # as a worker process does: a configuration error first, it is every shard's
-            raise next((e for e in errors if isinstance(e, ManifestError)), errors[0])
-        for shard, result in zip(todo, results, strict=True):
-            assert not isinstance(result, BaseException)
+        for shard, result in zip(todo, shard_results(results), strict=True):
             if result.state == "failed":
                 outcomes[shard] = _ShardOutcome(ExitCode.FAILED, error=result.error)
             elif result.state != "done":

@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,7 +45,14 @@ from fleetsync.worker.sinkfactory import build_sink
 if TYPE_CHECKING:  # a run without /metrics never imports prometheus_client
     from fleetsync.metrics import WorkerMetrics
 
-__all__ = ["WorkerOptions", "allowed_hosts", "load_spec", "run_shard", "worker_main"]
+__all__ = [
+    "WorkerOptions",
+    "allowed_hosts",
+    "load_spec",
+    "run_shard",
+    "shard_results",
+    "worker_main",
+]
 
 log = logging.getLogger("fleetsync.worker")
 
@@ -234,19 +242,22 @@ async def _main(options: WorkerOptions) -> int:
         outcomes = await asyncio.gather(*(one(plan) for plan in plans), return_exceptions=True)
     finally:
         await coordinator.aclose()
-    for outcome in outcomes:  # a configuration error first: it is every shard's
-        if isinstance(outcome, ManifestError):
-            raise outcome
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    results = [o for o in outcomes if not isinstance(o, BaseException)]
+    results = shard_results(outcomes)
     failed = [result for result in results if result.state == "failed"]
     for result in failed:
         log.error("shard failed: %s", result.error)
     if failed:
         return ExitCode.FAILED
     return ExitCode.OK if all(r.state == "done" for r in results) else ExitCode.INTERRUPTED
+
+
+def shard_results(outcomes: Sequence[EngineResult | BaseException]) -> list[EngineResult]:
+    """The shards' results, gathered with ``return_exceptions``; if any shard raised, the
+    first configuration error (it is every shard's), else the first error, is raised."""
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    if errors:
+        raise next((e for e in errors if isinstance(e, ManifestError)), errors[0])
+    return [o for o in outcomes if not isinstance(o, BaseException)]
 
 
 def failure_text(error: BaseException) -> str:
