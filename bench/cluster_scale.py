@@ -38,7 +38,16 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.common import ROOT, Settings, interleave, ratios, run_fleetsync, spread, spread_x
+from bench.common import (
+    ROOT,
+    Settings,
+    compile_as_installed,
+    interleave,
+    ratios,
+    run_fleetsync,
+    spread,
+    spread_x,
+)
 from fleetsync.simulator import SimulatorConfig, SimulatorProcess, VendorConfig
 
 E2E = ROOT / "tests" / "e2e"
@@ -576,6 +585,7 @@ def main() -> None:
     args = _arguments()
     if args.fleet_size:
         os.environ["FLEETSYNC_BENCH_FLEET_SIZE"] = str(args.fleet_size)
+    compile_as_installed()
     settings = Settings(repeat=args.repeat, scale=1.0)
     lines = [
         f"`python -m bench.cluster_scale {' '.join(sys.argv[1:])}`; at the start {load()}.",

@@ -24,7 +24,7 @@ from bench.adaptive import case_adaptive
 from bench.budgets import case_budgets
 from bench.clients import case_clients
 from bench.cluster_scale import case_controller, case_fleet
-from bench.common import ROOT, Settings
+from bench.common import ROOT, Settings, compile_as_installed
 from bench.limit import case_limit
 from bench.profiling import case_profile
 from bench.small import case_small
@@ -89,6 +89,7 @@ def _header(settings: Settings, args: argparse.Namespace) -> list[str]:
 def main() -> None:
     args = _arguments()
     settings = Settings(repeat=1 if args.quick else args.repeat, scale=0.2 if args.quick else 1.0)
+    compile_as_installed()
     started = time.monotonic()
     lines = _header(settings, args)
     for name in args.cases:

@@ -92,11 +92,13 @@ def case_sqlite(settings: Settings) -> list[str]:
     return [
         f"## 1. {count:,} plants, 3 vendors at 50 ms, SQLite: fleetsync vs the raw bound and seed 000",
         "",
-        "`fleetsync run` as a user runs it (auto plan, a child process, its start included). "
+        "`fleetsync run` as a user runs it (auto plan, a child process, its start included, "
+        "its bytecode compiled as `pip install` leaves it). "
         "Raw bound: one aiohttp session, no connection cap, the best of "
         f"{'/'.join(map(str, WIDTHS))} fetch loops each round, SQLite `executemany` per 500 "
         "in a writer thread. Seed pattern: seed 000 as written. Each baseline runs twice: as "
-        "its own process (`python -m bench.baselines`, its start and imports included, as "
+        "its own process (`python -m bench.baselines`, its start and the imports it needs "
+        "included, as "
         "fleetsync's; the headline ratios), and inside the benchmark's warm process (no start).",
         "",
         "| program | seconds: median (min-max) | items/s (median) |",
