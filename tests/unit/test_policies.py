@@ -162,6 +162,23 @@ def test_slow_start_reaches_the_maximum_in_a_few_round_trips() -> None:
     assert trips <= 6, f"{trips} round trips from 16 to 256"
 
 
+def test_slow_start_grows_nothing_before_the_first_round_trip_is_in() -> None:
+    # Fifteen answers of the first round trip, then the vendor throttles: the limit never
+    # rose above the initial 16, so its overshoot was the initial limit's alone.
+    clock = Clock()
+    limit = AdaptiveConcurrency(Concurrency(initial=16, min=1, max=256), clock=clock)
+    for _ in range(15):
+        limit.on_success(0.05)
+    assert limit.limit == 16
+    clock.now += 0.05
+    limit.on_throttle()
+    assert not limit.slow_start and limit.limit <= 16
+    for _ in range(16):  # slow start is over: growth is additive from here
+        clock.now += 0.001
+        limit.on_success(0.05)
+    assert limit.limit <= 17
+
+
 def test_slow_start_ends_at_the_first_429_and_the_limit_fits_the_learned_rate() -> None:
     clock = Clock()
     limit = AdaptiveConcurrency(Concurrency(initial=16, min=1, max=256), clock=clock)
