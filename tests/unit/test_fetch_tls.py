@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -144,3 +147,32 @@ def test_https_gets_certifi_roots_built_once_and_http_none(
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     roots = real(trust_env=False).cert_store_stats()["x509_ca"]
     assert roots > 0 and context.cert_store_stats()["x509_ca"] == roots
+
+
+def test_aiohttp_is_imported_without_loading_the_ca_bundle_and_fails_closed() -> None:
+    """In a fresh interpreter (this one imported aiohttp long ago): the worker's import of
+    aiohttp skips the two CA-bundle loads of its module-level contexts (fleetsync passes its
+    own context to every https request); the verified one keeps CERT_REQUIRED and hostname
+    checks with no roots (nothing verifies against it), and ssl is itself again after."""
+    probe = (
+        "import ssl, json, fleetsync.worker.fetch, aiohttp.connector as c\n"
+        "v = c._SSL_CONTEXT_VERIFIED\n"
+        "print(json.dumps([v.cert_store_stats()['x509_ca'], v.verify_mode == ssl.CERT_REQUIRED,"
+        " v.check_hostname, 'set_default_verify_paths' in vars(ssl.SSLContext),"
+        " ssl.create_default_context().cert_store_stats()['x509_ca']]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    roots, required, hostname, patched, system = json.loads(out.stdout)
+    assert (roots, required, hostname, patched) == (0, True, True, False)
+    assert system == ssl.create_default_context().cert_store_stats()["x509_ca"]
+
+
+def test_an_aiohttp_already_imported_is_left_as_it_is() -> None:
+    import aiohttp.connector
+
+    from fleetsync.worker._aiohttp import import_aiohttp
+
+    before = aiohttp.connector._SSL_CONTEXT_VERIFIED
+    import_aiohttp()
+    assert aiohttp.connector._SSL_CONTEXT_VERIFIED is before
+    assert "set_default_verify_paths" not in vars(ssl.SSLContext)
