@@ -155,3 +155,45 @@ async def test_dead_letters_say_why_and_are_counted_by_cause(vendor: str, tmp_pa
     assert "failed 40, by cause:" in out
     assert "10 \N{MULTIPLICATION SIGN} closed: connection refused" in out
     assert f"e.g. closed: connection refused (127.0.0.1:{closed})" in out
+
+
+# fleetsync's CLI, run in a fresh interpreter that says at exit which of rich, httpx and
+# pygments a run loaded: a piped run needs none of them (~45 ms of its start).
+LOADED_PROBE = (
+    "import atexit, sys\n"
+    "heavy = ('rich', 'httpx', 'pygments')\n"
+    "atexit.register(lambda: print('loaded:', *[m for m in heavy if m in sys.modules],"
+    " file=sys.stderr))\n"
+    "from fleetsync.cli import main\n"
+    "sys.exit(main())\n"
+)
+
+
+async def test_a_piped_run_prints_plain_aligned_columns_and_loads_no_rich_or_httpx(
+    vendor: str, tmp_path: Path
+) -> None:
+    closed = closed_port()
+    path = tmp_path / "syncjob.yaml"
+    path.write_text(yaml.safe_dump(manifest(vendor, closed, tmp_path / "plants.db")))
+    env = {**os.environ, "FLEETSYNC_SECRET_KEYS_TOKEN": SECRET}
+    env.pop("FORCE_COLOR", None)
+    env.pop("TTY_COMPATIBLE", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", LOADED_PROBE, "run", str(path), "--state-dir", str(tmp_path / "st"),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    raw_out, raw_err = await asyncio.wait_for(proc.communicate(), 180)
+    out, err = raw_out.decode(), raw_err.decode()
+    print(out)
+    assert proc.returncode == 2, err
+    assert err.splitlines()[-1] == "loaded:", err
+    lines = out.splitlines()
+    assert lines[0].startswith("PartiallySucceeded causes: ")
+    assert "\x1b" not in out and all(line == line.rstrip() for line in lines)
+    header = next(i for i, line in enumerate(lines) if line.startswith("vendor "))
+    rows = lines[header + 1 : header + 1 + len(VENDORS)]
+    assert sorted(row.split()[0] for row in rows) == sorted(VENDORS)
+    for title in ("breaker", "calls", "errors", "429s", "p95 ms"):
+        column = lines[header].index(title)
+        assert all(row[column - 2 : column] == "  " and row[column] != " " for row in rows)
+    assert "10 \N{MULTIPLICATION SIGN} closed: connection refused" in out

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-from rich.console import Console
+import pytest
 
 from fleetsync.api.constants import Phase
 from fleetsync.api.v1alpha1.status import Cost, FailedItem, ItemCounts
 from fleetsync.coordination.progress import RunProgress
-from fleetsync.local.console import PLAIN_PROGRESS_EVERY, plain_progress, print_summary
+from fleetsync.local.console import (
+    PLAIN_PROGRESS_EVERY,
+    plain_progress,
+    print_summary,
+    summary_lines,
+)
 from fleetsync.local.summary import RunSummary
 
 
@@ -34,9 +40,43 @@ def test_the_dead_letters_hint_names_the_real_manifest(tmp_path: Path) -> None:
         failed_sample=[FailedItem(key=f"p-{i}", reason="boom", attempts=1) for i in range(9)],
         shards=1,
     )  # fmt: skip
-    console = Console(record=True, width=200)
     manifest = tmp_path / "my jobs" / "plants.yaml"
-    print_summary(summary, console, manifest=manifest)
-    text = console.export_text()
+    text = "\n".join(summary_lines(summary, manifest=manifest))
     assert "MANIFEST" not in text
     assert f"fleetsync dead-letters '{manifest}'" in text
+
+
+def summary(message: str = "10 items in sync") -> RunSummary:
+    return RunSummary(
+        run="plants", phase=Phase.SUCCEEDED, reason="Succeeded", message=message,
+        items=ItemCounts(total=10, synced=10, unchanged=0, fresh=0, stale=0, failed=0,
+                         remaining=0),
+        duration_seconds=1.0, cost=Cost(), vendors=[], failed_sample=[], shards=1,
+    )  # fmt: skip
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_pipe_gets_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    out = io.StringIO()
+    print_summary(summary(), out)
+    assert out.getvalue().splitlines() == summary_lines(summary())
+    assert out.getvalue().startswith("Succeeded plants: 10 items in sync in 1.00s")
+
+
+def test_a_terminal_gets_the_phase_in_colour_and_a_message_is_never_markup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    out = Terminal()
+    print_summary(summary("vendor said [bold]no[/bold] [red]"), out)
+    text = out.getvalue()
+    assert "\x1b[" in text.split("Succeeded")[0]  # the phase is styled
+    assert "vendor said [bold]no[/bold] [red]" in text  # printed as it came, not as markup

@@ -9,10 +9,12 @@ each call so a rotated token is picked up.
 from __future__ import annotations
 
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from fleetsync.api.progress import ReplyWire, ReportWire
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["HttpCoordinator"]
 
@@ -23,7 +25,9 @@ class HttpCoordinator:
     def __init__(self, url: str, *, token_file: Path | None, timeout: float = 5.0) -> None:
         self._url = url.rstrip("/") + "/v1/report"
         self._token_file = token_file
-        self._client = httpx.AsyncClient(timeout=timeout, trust_env=False)
+        import httpx  # here: shards in fleetsync run's own process never report over HTTP
+
+        self._client: httpx.AsyncClient = httpx.AsyncClient(timeout=timeout, trust_env=False)
 
     async def report(self, report: ReportWire) -> ReplyWire | None:
         headers = {}

@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
-import httpx
 
 from fleetsync.worker.secrets import redact
 
@@ -77,6 +77,7 @@ def transport_failure(error: BaseException, url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or "?"
     where = f"{host}:{parts.port}" if parts.port else host
+    httpx = sys.modules.get("httpx")  # an httpx error means httpx is loaded; else none is
     for cause in _chain(error):
         if isinstance(cause, ConnectionRefusedError):
             return f"connection refused ({where})"
@@ -86,6 +87,8 @@ def transport_failure(error: BaseException, url: str) -> str:
             return f"TLS handshake failed ({where})"
         if isinstance(cause, ConnectionResetError | aiohttp.ServerDisconnectedError):
             return f"connection closed by the vendor before it answered ({where})"
+        if httpx is None:
+            continue
         if isinstance(cause, httpx.ConnectError) and "refused" in str(cause).lower():
             return f"connection refused ({where})"
         if isinstance(cause, httpx.RemoteProtocolError):

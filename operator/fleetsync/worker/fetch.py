@@ -4,7 +4,9 @@ Items are fetched with aiohttp directly: one ``ClientSession`` per shard, its co
 capped at ``max_connections``, no cookie jar, no automatic decompression. The httpx API
 over the same session (httpx-aiohttp) remains for the rarer requests (inventory pages,
 OAuth2 tokens) and for ``transport="httpx"`` or an injected httpx transport (tests). Per
-item, httpx cost ~2/3 of the fetch path's CPU (bench/results.md sections 6-7).
+item, httpx cost ~2/3 of the fetch path's CPU (bench/results.md sections 6-7). httpx is
+imported only where one of those needs it: with rich and pygments, which its import pulls
+in, ~45 ms of every process's start that a run of plain aiohttp requests never uses.
 
 Every URL is checked against ``allowedHosts`` *before* a request is built, so a template that
 expands to another host fails that item and never carries a credential there. Redirects are
@@ -34,11 +36,10 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import aiohttp
-import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from fleetsync.api.limits import static_host
 from fleetsync.errors import HostNotAllowedError, PayloadError, ThrottledError, VendorError
@@ -50,6 +51,9 @@ from fleetsync.worker.failure_text import (
     transport_failure,
 )
 from fleetsync.worker.retry import parse_retry_after
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -214,11 +218,15 @@ async def _inflate_bounded(chunks: AsyncIterator[bytes], encoding: str, limit: i
     return b"".join(parts)
 
 
-async def _read_excerpt(chunks: AsyncIterator[bytes], encoding: str) -> bytes:
+async def _read_excerpt(
+    chunks: AsyncIterator[bytes], encoding: str, errors: tuple[type[Exception], ...]
+) -> bytes:
     """The first :data:`EXCERPT_BYTES` of an error answer's body; what could be read of it
-    (an excerpt is a courtesy: a body that cannot be read or decoded gives b"")."""
+    (an excerpt is a courtesy: a body that cannot be read or decoded, ``errors`` being the
+    client's, gives b"")."""
     parts: list[bytes] = []
     size = 0
+    unreadable: tuple[type[Exception], ...] = (PayloadError, *errors)
     try:
         inflater = _Inflater(encoding)
         async for chunk in chunks:
@@ -227,7 +235,7 @@ async def _read_excerpt(chunks: AsyncIterator[bytes], encoding: str) -> bytes:
                 size += len(piece)
                 if size >= EXCERPT_BYTES:
                     return b"".join(parts)[: EXCERPT_BYTES + 1]
-    except (PayloadError, aiohttp.ClientError, httpx.HTTPError):
+    except unreadable:
         pass
     return b"".join(parts)
 
@@ -255,7 +263,9 @@ async def _send_aiohttp(
                 body = await _read_aiohttp(response, limit)
             else:
                 encoding = response.headers.get("content-encoding", "")
-                body = await _read_excerpt(response.content.iter_any(), encoding)
+                body = await _read_excerpt(
+                    response.content.iter_any(), encoding, (aiohttp.ClientError,)
+                )
             return status, response.headers.get("retry-after"), body
     except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
         raise VendorError(timeout_text(seconds), status=None) from None
@@ -282,6 +292,8 @@ async def send_bounded(
     answer's first 4 KiB are read when ``read_body`` is None, for its excerpt). Raises
     VendorError (status None) on the deadline, VendorError (status -1) on a transport
     failure, BodyTooLarge / PayloadError on a body too large or undecodable."""
+    import httpx  # loaded already: whoever built the request did
+
     try:
         async with asyncio.timeout(seconds):
             response = await client.send(
@@ -297,7 +309,8 @@ async def send_bounded(
                     body = response.content[: EXCERPT_BYTES + 1]
                 else:
                     encoding = response.headers.get("content-encoding", "")
-                    body = await _read_excerpt(response.aiter_raw(), encoding)
+                    errors = (httpx.HTTPError, aiohttp.ClientError)
+                    body = await _read_excerpt(response.aiter_raw(), encoding, errors)
             finally:
                 await response.aclose()
     except (TimeoutError, httpx.TimeoutException):
@@ -347,6 +360,8 @@ class Fetcher:
         if url[:6].lower() != "https:":
             return True
         if self._tls is None:
+            import httpx
+
             self._tls = httpx.create_ssl_context(trust_env=False)
         return self._tls
 
@@ -356,6 +371,9 @@ class Fetcher:
         made on first use: its transport builds an SSL context (~30 ms) a run of plain
         aiohttp requests never needs."""
         if self._client is None:
+            import httpx
+            from httpx_aiohttp import AiohttpTransport
+
             pool: httpx.AsyncBaseTransport
             if isinstance(self._transport, httpx.AsyncBaseTransport):
                 pool = self._transport  # tests: httpx.MockTransport
@@ -430,6 +448,8 @@ class Fetcher:
     async def _send_httpx(
         self, method: str, url: str, headers: Mapping[str, str]
     ) -> tuple[int, str | None, bytes]:
+        import httpx
+
         try:
             request = self.client.build_request(method, url, headers=dict(headers))
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as error:

@@ -23,10 +23,9 @@ import hashlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, TypeAlias, cast
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from pydantic import JsonValue
 
@@ -36,8 +35,11 @@ from fleetsync.errors import ManifestError, PayloadError, VendorError
 from fleetsync.worker.fetch import AllowedHosts, BodyTooLarge, send_bounded
 from fleetsync.worker.template import expand_generated
 
+if TYPE_CHECKING:  # httpx is imported by the HTTP inventory alone (see worker/fetch.py)
+    import httpx
+
 # An HTTP inventory's client, or what makes it on first use (only an HTTP inventory asks).
-ClientSource = httpx.AsyncClient | Callable[[], httpx.AsyncClient]
+ClientSource: TypeAlias = "httpx.AsyncClient | Callable[[], httpx.AsyncClient]"
 
 __all__ = ["Item", "first_items", "iter_inventory", "parse_json", "shard_of"]
 
@@ -138,6 +140,8 @@ def _inventory_hosts(spec: HttpInventory) -> AllowedHosts:
 
 async def _page(spec: HttpInventory, client: httpx.AsyncClient, url: str, number: int) -> JsonValue:
     """Page ``number`` (1-based) as JSON, fetched within the spec's deadline and byte cap."""
+    import httpx
+
     try:
         request = client.build_request("GET", url, headers=spec.headers)
         response, body = await send_bounded(
@@ -218,6 +222,8 @@ async def iter_inventory(
     elif inventory.http is not None:
         if http_client is None:
             raise ManifestError([("spec.fleet.inventory.http", "no HTTP client available")])
+        import httpx
+
         client = http_client if isinstance(http_client, httpx.AsyncClient) else http_client()
         async for item in _http_items(inventory.http, client):
             yield item

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
-
 from fleetsync.api.constants import ExitCode
 from fleetsync.api.manifest import load_spec
 from fleetsync.api.progress import ErrorWire, ReplyWire, ReportWire
@@ -43,6 +41,8 @@ from fleetsync.worker.secrets import SecretResolver
 from fleetsync.worker.sinkfactory import build_sink
 
 if TYPE_CHECKING:  # a run without /metrics never imports prometheus_client
+    import httpx
+
     from fleetsync.metrics import WorkerMetrics
 
 __all__ = [
