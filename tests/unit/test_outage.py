@@ -210,3 +210,60 @@ async def test_a_trial_that_says_nothing_about_the_vendor_gives_its_slot_back() 
     breaker.record(True)
     breaker.record(True)
     assert breaker.state is BreakerState.CLOSED
+
+
+def retrying_job(backoff: float = 0.02, **breaker: float) -> SyncJobSpec:
+    """Two requests in flight at most, retries backing off ``backoff`` to twice that."""
+    spec = job(**breaker).model_dump(by_alias=True, exclude_none=True)
+    spec["source"]["retry"]["backoff"] = {"baseSeconds": backoff, "maxSeconds": 2 * backoff}
+    spec["source"]["concurrency"] = {"mode": "fixed", "initial": 2, "min": 1, "max": 2}
+    return SyncJobSpec.model_validate(spec)
+
+
+async def test_an_item_backs_off_without_its_slot_so_the_breaker_opens_in_time() -> None:
+    # The breaker judges after 10 calls. Had the two failing items kept their slots through
+    # their backoffs, they would have made the calls alone, three each, and been
+    # dead-lettered before it opened; without them, other items' first tries reach ten at
+    # once, the breaker holds every retry, and the half-open probe finds the vendor back.
+    time = FakeTime()
+    outcomes, vendor, _, attempts = await run_items(
+        retrying_job(minimumCalls=10), time, down_until(time, 1005.0)
+    )
+    assert sorted(outcomes) == list(range(30))
+    assert all(isinstance(o, Fetched) for o in outcomes.values()), outcomes
+    assert vendor.gate.in_flight == 0 and vendor.fetching == 0
+    assert attempts.vendor_calls < 30 + 10 + 4  # the first tries, the ten, the probes
+
+
+async def test_an_item_cancelled_in_its_backoff_leaves_the_gate_balanced() -> None:
+    spec = retrying_job(backoff=5.0, minimumCalls=1000)
+    fetcher = Fetcher(
+        allowed=allowed_hosts(spec), timeout_seconds=1, max_connections=8,
+        transport=httpx.MockTransport(lambda request: httpx.Response(503)),
+    )  # fmt: skip
+    attempts = Attempts(
+        fetcher=fetcher,
+        requests=RequestBuilder(spec.source, secrets=SecretResolver(None, {}), fetcher=fetcher),
+        mapper=Mapper(spec.source.mapping),
+        retry=RetryPolicy.from_spec(spec.source.retry),
+        rng=random.Random(1),
+    )
+    vendor = VendorRuntime("default", spec.source, limiter=None)
+    try:
+        await vendor.gate.acquire()  # as the dispatcher does before an item's first try
+        vendor.fetching += 1
+        task = asyncio.create_task(attempts.fetch(vendor, {"id": "p-1"}))
+        for _ in range(100):
+            if vendor.gate.in_flight == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert vendor.gate.in_flight == 0 and vendor.fetching == 0  # backing off, slot given
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert vendor.gate.in_flight == 1 and vendor.fetching == 1  # counted again at once
+        vendor.fetching -= 1
+        vendor.gate.release()  # the dispatcher's release, balanced
+        assert vendor.gate.in_flight == 0
+    finally:
+        await fetcher.aclose()

@@ -86,9 +86,32 @@ class _Retry:
     delay: float  # seconds to wait before the next attempt
     reason: str  # why this attempt failed
     free: bool = False  # a 429 that did not use up one of the item's attempts
+    outside: bool = False  # wait without the item's concurrency slot (see _back_off_outside)
 
 
 FetchOutcome: TypeAlias = Fetched | FetchFailed
+
+
+async def _back_off_outside(vendor: VendorRuntime, delay: float) -> None:
+    """Wait out the backoff after a vendor's availability failure (5xx, timeout, refused)
+    without the item's concurrency slot, then take one again as any send does: the gate
+    counts requests in flight, not items between tries (as client-go's workqueue keeps a
+    requeued item off its workers). Held through the backoff, the slots of a vendor in an
+    outage all sat asleep; its calls trickled (~40/s at a 300/s limit), its breaker needed
+    ~0.3 s to see ``minimumCalls`` answers, and an early item could spend every attempt
+    before it opened: a 3 s outage dead-lettered items the breaker would have held back.
+    429s keep their slot: the learned rate paces them. Cancelled meanwhile, the slot is
+    counted again at once, so the caller's release stays balanced."""
+    vendor.fetching -= 1
+    vendor.gate.release()
+    try:
+        await asyncio.sleep(delay)
+        await vendor.gate.acquire()
+    except BaseException:
+        vendor.gate.hold()
+        vendor.fetching += 1
+        raise
+    vendor.fetching += 1
 
 
 class Attempts:
@@ -120,7 +143,9 @@ class Attempts:
         tried: int = 0,
         last: str | None = None,
     ) -> FetchOutcome | Deferred:
-        """Try ``item`` until it ends; ``tried``/``last`` resume a :class:`Deferred` one."""
+        """Try ``item`` until it ends; ``tried``/``last`` resume a :class:`Deferred` one.
+        The caller holds a slot of ``vendor.gate`` (the dispatcher does), and holds it again
+        when this returns."""
         attempt = tried
         free = 0  # 429s that did not count as attempts
         try:
@@ -133,7 +158,9 @@ class Attempts:
                     return step
                 free += step.free
                 last = step.reason
-                if step.delay > 0:
+                if step.delay > 0 and step.outside:
+                    await _back_off_outside(vendor, step.delay)
+                elif step.delay > 0:
                     await asyncio.sleep(step.delay)
         except Exception as error:  # a bug must fail this item, never hang the shard
             log.exception("item of vendor %s: unexpected error", vendor.name)
@@ -221,7 +248,7 @@ class Attempts:
             return _Retry(0.0, reason)
         if not retryable or not self.retry.attempts_left(used):
             return FetchFailed(reason, attempt, "vendor")
-        return _Retry(self.retry.delay(used, rng=self.rng), reason)
+        return _Retry(self.retry.delay(used, rng=self.rng), reason, outside=True)
 
     def _answered(
         self,

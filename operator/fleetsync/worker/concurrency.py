@@ -370,6 +370,11 @@ class ConcurrencyGate:
         ceiling.on_send(sent := now())
         SENT_AT.set(sent)
 
+    def hold(self) -> None:
+        """Count a slot without waiting for room: only to keep a later :meth:`release`
+        balanced (an item cancelled while it waited outside the gate)."""
+        self._in_flight += 1
+
     def release(self) -> None:
         self._in_flight -= 1
         waiters, limit = self._waiters, self._controller.limit
