@@ -106,10 +106,8 @@ def job(max_attempts: int = 3, **breaker: float) -> SyncJobSpec:
     )  # fmt: skip
 
 
-async def run_items(
-    spec: SyncJobSpec, time: FakeTime, answer: httpx.MockTransport, count: int = 30
-) -> tuple[dict[int, FetchOutcome], VendorRuntime, int, Attempts]:
-    """Dispatch ``count`` items through the real attempts; the most items seen waiting."""
+def attempts_for(spec: SyncJobSpec, answer: httpx.MockTransport) -> tuple[Fetcher, Attempts]:
+    """The real attempts of ``spec``'s source against a vendor that answers ``answer``."""
     fetcher = Fetcher(
         allowed=allowed_hosts(spec), timeout_seconds=1, max_connections=8, transport=answer
     )
@@ -120,6 +118,14 @@ async def run_items(
         retry=RetryPolicy.from_spec(spec.source.retry),
         rng=random.Random(1),
     )
+    return fetcher, attempts
+
+
+async def run_items(
+    spec: SyncJobSpec, time: FakeTime, answer: httpx.MockTransport, count: int = 30
+) -> tuple[dict[int, FetchOutcome], VendorRuntime, int, Attempts]:
+    """Dispatch ``count`` items through the real attempts; the most items seen waiting."""
+    fetcher, attempts = attempts_for(spec, answer)
     outcomes: dict[int, FetchOutcome] = {}
     most_waiting = 0
 
@@ -237,17 +243,8 @@ async def test_an_item_backs_off_without_its_slot_so_the_breaker_opens_in_time()
 
 async def test_an_item_cancelled_in_its_backoff_leaves_the_gate_balanced() -> None:
     spec = retrying_job(backoff=5.0, minimumCalls=1000)
-    fetcher = Fetcher(
-        allowed=allowed_hosts(spec), timeout_seconds=1, max_connections=8,
-        transport=httpx.MockTransport(lambda request: httpx.Response(503)),
-    )  # fmt: skip
-    attempts = Attempts(
-        fetcher=fetcher,
-        requests=RequestBuilder(spec.source, secrets=SecretResolver(None, {}), fetcher=fetcher),
-        mapper=Mapper(spec.source.mapping),
-        retry=RetryPolicy.from_spec(spec.source.retry),
-        rng=random.Random(1),
-    )
+    down = httpx.MockTransport(lambda request: httpx.Response(503))
+    fetcher, attempts = attempts_for(spec, down)
     vendor = VendorRuntime("default", spec.source, limiter=None)
     try:
         await vendor.gate.acquire()  # as the dispatcher does before an item's first try
