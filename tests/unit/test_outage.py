@@ -130,7 +130,7 @@ async def run_items(
     most_waiting = 0
 
     async def fetch(vendor: VendorRuntime, pending: Pending, resume: Deferred) -> object:
-        return await attempts.fetch(vendor, pending.item, tried=resume.attempts, last=resume.last)
+        return await attempts.fetch(vendor, pending.item, resume=resume)
 
     async def then(pending: Pending, outcome: FetchOutcome) -> None:
         outcomes[pending.index] = outcome
@@ -264,3 +264,30 @@ async def test_an_item_cancelled_in_its_backoff_leaves_the_gate_balanced() -> No
         assert vendor.gate.in_flight == 0
     finally:
         await fetcher.aclose()
+
+
+async def test_an_item_resumed_after_the_breaker_keeps_its_free_429s() -> None:
+    # Five 429s (free: they use up none of its two attempts), then the breaker opens on the
+    # fleet's word and defers the item; resumed, a 503 leaves it one more try, which succeeds.
+    # Resumed with its free 429s forgotten, that 503 was its sixth attempt of two: failed.
+    spec = job(max_attempts=2)
+    vendor = VendorRuntime("default", spec.source, limiter=None)
+    answers = [429] * 5 + [503, 200]
+
+    def answer(_request: httpx.Request) -> httpx.Response:
+        status = answers.pop(0)
+        if len(answers) == 2:  # the fifth 429 went out: other shards saw the vendor fail
+            vendor.breaker.force(BreakerState.OPEN)
+        if status == 200:
+            return httpx.Response(200, json={"data": {"power": 1.5}})
+        return httpx.Response(status)
+
+    fetcher, attempts = attempts_for(spec, httpx.MockTransport(answer))
+    try:
+        deferred = await attempts.fetch(vendor, {"id": "p-1"})
+        assert deferred == Deferred(5, "default: HTTP 429 Too Many Requests", 5)
+        vendor.breaker.force(None)  # the fleet's verdict lifted
+        outcome = await attempts.fetch(vendor, {"id": "p-1"}, resume=deferred)
+    finally:
+        await fetcher.aclose()
+    assert isinstance(outcome, Fetched) and outcome.attempts == 7, outcome

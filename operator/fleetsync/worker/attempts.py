@@ -79,6 +79,7 @@ class Deferred:
 
     attempts: int  # real attempts made so far
     last: str | None  # the reason of the last of them, if it failed
+    free: int = 0  # of those, 429s that did not use up an attempt (FREE_THROTTLES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,18 +141,17 @@ class Attempts:
         vendor: VendorRuntime,
         item: Mapping[str, JSONValue],
         *,
-        tried: int = 0,
-        last: str | None = None,
+        resume: Deferred | None = None,
     ) -> FetchOutcome | Deferred:
-        """Try ``item`` until it ends; ``tried``/``last`` resume a :class:`Deferred` one.
+        """Try ``item`` until it ends; ``resume``: where a :class:`Deferred` one stopped.
         The caller holds a slot of ``vendor.gate`` (the dispatcher does), and holds it again
         when this returns."""
-        attempt = tried
-        free = 0  # 429s that did not count as attempts
+        attempt, last = (resume.attempts, resume.last) if resume else (0, None)
+        free = resume.free if resume else 0  # 429s that did not count as attempts
         try:
             while True:
                 if not vendor.breaker.allow():
-                    return Deferred(attempt, last)
+                    return Deferred(attempt, last, free)
                 attempt += 1
                 step = await self._attempt(vendor, item, attempt, throttled=free)
                 if not isinstance(step, _Retry):

@@ -145,7 +145,7 @@ class ShardEngine:
             self.spec.source,
             limiter_for=self._limiter_for,
             fetch=lambda vendor, pending, resume: self.attempts.fetch(
-                vendor, pending.item, tried=resume.attempts, last=resume.last
+                vendor, pending.item, resume=resume
             ),
             then=self._fetched,
             before_fetch=lambda pending: self.books.enter_window(pending.index),
