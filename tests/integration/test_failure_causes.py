@@ -158,11 +158,14 @@ async def test_dead_letters_say_why_and_are_counted_by_cause(vendor: str, tmp_pa
 
 
 # fleetsync's CLI, run in a fresh interpreter that says at exit which of rich, httpx and
-# pygments a run loaded: a piped run needs none of them (~45 ms of its start).
+# pygments a run loaded: a piped run needs none of them (~45 ms of its start); and whether
+# the cyclic collector ran again after the start, which it froze (fleetsync/startup.py).
 LOADED_PROBE = (
-    "import atexit, sys\n"
+    "import atexit, gc, sys\n"
     "heavy = ('rich', 'httpx', 'pygments')\n"
     "atexit.register(lambda: print('loaded:', *[m for m in heavy if m in sys.modules],"
+    " file=sys.stderr))\n"
+    "atexit.register(lambda: print('collector:', gc.isenabled(), gc.get_freeze_count() > 10000,"
     " file=sys.stderr))\n"
     "from fleetsync.cli import main\n"
     "sys.exit(main())\n"
@@ -186,7 +189,7 @@ async def test_a_piped_run_prints_plain_aligned_columns_and_loads_no_rich_or_htt
     out, err = raw_out.decode(), raw_err.decode()
     print(out)
     assert proc.returncode == 2, err
-    assert err.splitlines()[-1] == "loaded:", err
+    assert err.splitlines()[-2:] == ["collector: True True", "loaded:"], err
     lines = out.splitlines()
     assert lines[0].startswith("PartiallySucceeded causes: ")
     assert "\x1b" not in out and all(line == line.rstrip() for line in lines)

@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from fleetsync import startup
+
 __all__ = ["run_loop"]
 
 T = TypeVar("T")
@@ -20,6 +22,7 @@ T = TypeVar("T")
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on uvloop when it can be imported."""
+    startup.release()  # the start is over: fleetsync/startup.py
     try:
         import uvloop
     except ImportError:
