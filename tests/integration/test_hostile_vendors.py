@@ -130,6 +130,51 @@ async def test_a_trickled_body_is_cut_at_timeout_seconds(vendor: Vendor) -> None
     assert caught.value.status is None  # a timeout: retried per retryOn, then dead-lettered
 
 
+async def test_stalled_requests_time_out_each_on_its_own_while_answers_flow(
+    vendor: Vendor,
+) -> None:
+    # One timer keeps every request's deadline (fetch.Deadlines): requests that stall are
+    # cut at timeoutSeconds after their own start, the ones answered meanwhile, before and
+    # after in the same tasks, are not disturbed.
+    release = asyncio.Event()
+
+    async def stall(request: web.Request) -> web.Response:
+        await asyncio.wait_for(release.wait(), 30)  # released at the end: a quick teardown
+        return web.json_response({})
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    vendor.route("/stall", stall)
+    vendor.route("/ok", ok)
+    fetcher = await fetcher_for(vendor, timeout=1)
+    loop = asyncio.get_running_loop()
+
+    async def item(stalls: bool, delay: float) -> tuple[str, float]:
+        await asyncio.sleep(delay)
+        assert (await fetcher.fetch("GET", vendor.url + "/ok", {})).status == 200
+        started = loop.time()
+        try:
+            await fetcher.fetch("GET", vendor.url + ("/stall" if stalls else "/ok"), {})
+        except VendorError as error:
+            return str(error), loop.time() - started
+        assert (await fetcher.fetch("GET", vendor.url + "/ok", {})).status == 200
+        await asyncio.sleep(1.2)  # past any deadline this task held: nothing cancels it
+        return "answered", loop.time() - started
+
+    try:
+        outcomes = await asyncio.gather(*(item(i % 2 == 0, i * 0.05) for i in range(12)))
+    finally:
+        release.set()
+        await fetcher.aclose()
+    for i, (said, seconds) in enumerate(outcomes):
+        if i % 2 == 0:
+            assert said.startswith("timeout after 1 s"), said
+            assert seconds >= 1.0
+        else:
+            assert said == "answered"
+
+
 async def test_item_values_cannot_leave_their_segment_or_choose_the_secret(
     vendor: Vendor, tmp_path: Path
 ) -> None:

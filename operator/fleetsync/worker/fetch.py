@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "AllowedHosts",
     "BodyTooLarge",
+    "Deadlines",
     "FetchResult",
     "Fetcher",
     "send_bounded",
@@ -240,6 +241,70 @@ async def _read_excerpt(
     return b"".join(parts)
 
 
+class Deadlines:
+    """One deadline per request in flight (``seconds`` after it starts), kept by one timer.
+
+    ``asyncio.timeout`` per request makes and cancels a timer handle each time: ~4.4 µs with
+    uvloop, 3-5 % of a shard's CPU in py-spy (20,000 items on one shard: 2.5 % of the run).
+    Every request here has the same timeout, so deadlines come in the order requests start:
+    the oldest request in flight has the earliest, and one timer set for it serves them all
+    (it fires about once per ``seconds``, then is set for the oldest left). A request past
+    its deadline is cancelled as ``asyncio.timeout`` does it: :meth:`expired` tells its
+    CancelledError from anyone else's (``Task.uncancel``: a shutdown's cancel is never taken
+    for the deadline), and :meth:`leave` ends the deadline however the request ended.
+
+    Protocol: ``task = enter()``; on CancelledError, ``expired(task)`` says whether it was
+    the deadline's alone; ``leave(task)`` in ``finally``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        # task -> (deadline, its cancel count at enter), oldest first
+        self._running: dict[asyncio.Task[object], tuple[float, int]] = {}
+        self._expired: dict[asyncio.Task[object], int] = {}  # cancelled for the deadline
+        self._timer: asyncio.TimerHandle | None = None
+
+    def enter(self) -> asyncio.Task[object]:
+        """Start the current task's deadline (it must not hold one already)."""
+        task = asyncio.current_task()
+        assert task is not None, "a request runs in a task"
+        loop = task.get_loop()
+        deadline = loop.time() + self.seconds
+        self._running[task] = (deadline, task.cancelling())
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._fire)
+        return task
+
+    def expired(self, task: asyncio.Task[object]) -> bool:
+        """For a CancelledError in ``task``: True if the deadline passed and nobody else
+        cancelled the task meanwhile (then the caller raises its timeout instead)."""
+        self._running.pop(task, None)
+        cancelling = self._expired.pop(task, None)
+        return cancelling is not None and task.uncancel() <= cancelling
+
+    def leave(self, task: asyncio.Task[object]) -> None:
+        """End ``task``'s deadline (idempotent)."""
+        self._running.pop(task, None)
+        if self._expired.pop(task, None) is not None:
+            task.uncancel()  # the deadline's cancel, which the request did not see
+
+    def _fire(self) -> None:
+        self._timer = None
+        while self._running:
+            task, (deadline, cancelling) = next(iter(self._running.items()))
+            loop = task.get_loop()
+            if deadline > loop.time():
+                self._timer = loop.call_at(deadline, self._fire)
+                return
+            del self._running[task]
+            self._expired[task] = cancelling
+            task.cancel()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 async def _send_aiohttp(
     session: aiohttp.ClientSession,
     method: str,
@@ -247,17 +312,15 @@ async def _send_aiohttp(
     headers: Mapping[str, str],
     *,
     limit: int,
-    seconds: float,
+    deadlines: Deadlines,
     tls: ssl.SSLContext | bool = True,
 ) -> tuple[int, str | None, bytes]:
     """:func:`send_bounded` over aiohttp: (status, Retry-After, body read for 2xx only)."""
+    task = deadlines.enter()
     try:
-        async with (
-            asyncio.timeout(seconds),
-            session.request(
-                method, url, headers=headers, allow_redirects=False, ssl=tls
-            ) as response,
-        ):
+        async with session.request(
+            method, url, headers=headers, allow_redirects=False, ssl=tls
+        ) as response:
             status = response.status
             if 200 <= status < 300:
                 body = await _read_aiohttp(response, limit)
@@ -267,14 +330,20 @@ async def _send_aiohttp(
                     response.content.iter_any(), encoding, (aiohttp.ClientError,)
                 )
             return status, response.headers.get("retry-after"), body
+    except asyncio.CancelledError:
+        if deadlines.expired(task):
+            raise VendorError(timeout_text(deadlines.seconds), status=None) from None
+        raise
     except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
-        raise VendorError(timeout_text(seconds), status=None) from None
+        raise VendorError(timeout_text(deadlines.seconds), status=None) from None
     except aiohttp.ClientConnectionError as error:  # before ValueError: a certificate error is both
         raise VendorError(transport_failure(error, url), status=-1) from None
     except (ValueError, aiohttp.NonHttpUrlClientError) as error:  # or a header it cannot send
         raise PayloadError(f"request not sent: {type(error).__name__}") from None
     except aiohttp.ClientError:  # a malformed status line, headers or body
         raise VendorError("malformed response (not valid HTTP)", status=-1) from None
+    finally:
+        deadlines.leave(task)
 
 
 async def send_bounded(
@@ -352,6 +421,7 @@ class Fetcher:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._tls: ssl.SSLContext | None = None
+        self._deadlines = Deadlines(timeout_seconds)
 
     def tls_for(self, url: str) -> ssl.SSLContext | bool:
         """The verified TLS context (certifi's roots, as httpx) for an https URL, made on the
@@ -408,6 +478,7 @@ class Fetcher:
         return self._session
 
     async def aclose(self) -> None:
+        self._deadlines.close()
         if self._client is not None:
             await self._client.aclose()
         if self._session is not None:
@@ -425,7 +496,7 @@ class Fetcher:
                 url,
                 headers,
                 limit=self.max_response_bytes,
-                seconds=self.timeout_seconds,
+                deadlines=self._deadlines,
                 tls=self.tls_for(url),
             )
         else:
