@@ -95,3 +95,23 @@ async def test_a_shutdown_cancel_before_the_deadline_propagates() -> None:
     with pytest.raises(asyncio.CancelledError):
         await stalled
     deadlines.close()
+
+
+def test_a_fetcher_reused_on_a_new_event_loop_still_cuts_stalled_requests() -> None:
+    # A timer set on a loop that ended never fires: the next loop gets its own.
+    deadlines = Deadlines(0.05)
+
+    async def left_stalled() -> None:
+        waiting = asyncio.create_task(request(deadlines))  # asyncio.run cancels it at the end
+        await asyncio.sleep(0)
+        assert not waiting.done()
+
+    asyncio.run(left_stalled())
+
+    async def stalled() -> float:
+        with pytest.raises(Cut) as cut:
+            await asyncio.wait_for(request(deadlines), 5)  # a TimeoutError if never cut
+        return float(cut.value.args[0])
+
+    assert asyncio.run(stalled()) >= 0.05
+    deadlines.close()

@@ -262,6 +262,7 @@ class Deadlines:
         self._running: dict[asyncio.Task[object], tuple[float, int]] = {}
         self._expired: dict[asyncio.Task[object], int] = {}  # cancelled for the deadline
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's
 
     def enter(self) -> asyncio.Task[object]:
         """Start the current task's deadline (it must not hold one already)."""
@@ -270,8 +271,8 @@ class Deadlines:
         loop = task.get_loop()
         deadline = loop.time() + self.seconds
         self._running[task] = (deadline, task.cancelling())
-        if self._timer is None:
-            self._timer = loop.call_at(deadline, self._fire)
+        if self._timer is None or loop is not self._loop:  # or a loop before this one ended
+            self._schedule(loop, deadline)
         return task
 
     def expired(self, task: asyncio.Task[object]) -> bool:
@@ -287,13 +288,17 @@ class Deadlines:
         if self._expired.pop(task, None) is not None:
             task.uncancel()  # the deadline's cancel, which the request did not see
 
+    def _schedule(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self.close()
+        self._timer, self._loop = loop.call_at(deadline, self._fire), loop
+
     def _fire(self) -> None:
         self._timer = None
         while self._running:
             task, (deadline, cancelling) = next(iter(self._running.items()))
             loop = task.get_loop()
             if deadline > loop.time():
-                self._timer = loop.call_at(deadline, self._fire)
+                self._schedule(loop, deadline)
                 return
             del self._running[task]
             self._expired[task] = cancelling
