@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import click
 
-from fleetsync import __version__, startup
+from fleetsync import __version__, collector
 from fleetsync.api.constants import MAX_SHARDS, ExitCode
 from fleetsync.errors import FleetsyncError, ManifestError, PermanentError, describe
 
@@ -171,7 +171,7 @@ def run(
     Interrupted (Ctrl-C, a kill), it resumes from its last checkpoint when run again with the
     same manifest and state dir; --restart starts over.
     """
-    startup.hold()  # until the event loop starts: fleetsync/startup.py
+    collector.hold()  # until the event loop starts: fleetsync/collector.py
     from fleetsync.local.console import run_with_console
     from fleetsync.local.runner import RunOptions
 
@@ -210,7 +210,7 @@ def run(
 )
 def demo(items: int, output: str, db: Path) -> None:
     """The quickstart: start the vendor simulator and sync a fleet into SQLite."""
-    startup.hold()  # until the event loop starts: fleetsync/startup.py
+    collector.hold()  # until the event loop starts: fleetsync/collector.py
     from fleetsync.local.demo import run_demo
 
     sys.exit(run_demo(items=items, output=output, db=db.resolve()))
@@ -292,7 +292,7 @@ def worker(
     owner: str | None,
 ) -> None:
     """One shard of a run (the container entrypoint of worker pods)."""
-    startup.hold()  # until the event loop starts: fleetsync/startup.py
+    collector.hold()  # until the event loop starts: fleetsync/collector.py
     from fleetsync.worker.main import WorkerOptions, worker_main
 
     if any(index >= shards for index in shard):
@@ -569,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     finally:
-        startup.release(freeze=False)  # a command that ended before its event loop
+        collector.release(freeze=False)  # a command that ended before its event loop
 
 
 def _main(argv: list[str] | None) -> int:

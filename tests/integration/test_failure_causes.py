@@ -159,7 +159,7 @@ async def test_dead_letters_say_why_and_are_counted_by_cause(vendor: str, tmp_pa
 
 # fleetsync's CLI, run in a fresh interpreter that says at exit which of rich, httpx and
 # pygments a run loaded: a piped run needs none of them (~45 ms of its start); and whether
-# the cyclic collector ran again after the start, which it froze (fleetsync/startup.py).
+# the cyclic collector ran again after the start, which it froze (fleetsync/collector.py).
 LOADED_PROBE = (
     "import atexit, gc, sys\n"
     "heavy = ('rich', 'httpx', 'pygments')\n"

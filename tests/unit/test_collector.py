@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from fleetsync.worker.collector import SHARD_GEN0_THRESHOLD
+from fleetsync.collector import SHARD_GEN0_THRESHOLD
 
 
 def _in_fresh_interpreter(code: str) -> dict[str, object]:
@@ -21,7 +21,7 @@ def _in_fresh_interpreter(code: str) -> dict[str, object]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-PRELUDE = "import gc, json, weakref\nfrom fleetsync.worker.collector import tune_for_shards\n"
+PRELUDE = "import gc, json, weakref\nfrom fleetsync.collector import tune_for_shards\n"
 
 
 def test_the_threshold_is_raised_and_the_setup_frozen_once() -> None:

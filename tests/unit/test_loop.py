@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetsync import startup
+from fleetsync import collector
 from fleetsync.api.constants import ExitCode
 from fleetsync.cli import main
 from fleetsync.worker.loop import run_loop
@@ -33,7 +33,7 @@ def test_without_uvloop_the_standard_loop_runs_it(monkeypatch: pytest.MonkeyPatc
 
 
 # A command's start runs without the cyclic collector; the loop's start freezes what it built
-# and turns the collector back on (fleetsync/startup.py).
+# and turns the collector back on (fleetsync/collector.py).
 
 
 async def _collector() -> tuple[bool, int]:
@@ -41,20 +41,20 @@ async def _collector() -> tuple[bool, int]:
 
 
 @pytest.fixture
-def collector() -> Iterator[None]:
+def gc_restored() -> Iterator[None]:
     """Leaves the test process's collector as it found it: on, nothing frozen by the test."""
     frozen = gc.get_freeze_count()
     yield
-    startup.release(freeze=False)
+    collector.release(freeze=False)
     gc.enable()
     if gc.get_freeze_count() > frozen:
         gc.unfreeze()
 
 
-@pytest.mark.usefixtures("collector")
+@pytest.mark.usefixtures("gc_restored")
 def test_the_loop_starts_with_the_collector_on_and_the_start_frozen() -> None:
     frozen = gc.get_freeze_count()
-    startup.hold()
+    collector.hold()
     assert not gc.isenabled()
     enabled, frozen_in_loop = run_loop(_collector())
     assert enabled
@@ -62,17 +62,17 @@ def test_the_loop_starts_with_the_collector_on_and_the_start_frozen() -> None:
     assert gc.isenabled()
 
 
-@pytest.mark.usefixtures("collector")
+@pytest.mark.usefixtures("gc_restored")
 def test_a_loop_without_hold_leaves_the_collector_as_the_caller_set_it() -> None:
     frozen = gc.get_freeze_count()
     gc.disable()  # a caller's choice, not ours: not turned on, nothing frozen
-    startup.hold()
+    collector.hold()
     assert run_loop(_collector()) == (False, frozen)
-    startup.release()
+    collector.release()
     assert not gc.isenabled()
 
 
-@pytest.mark.usefixtures("collector")
+@pytest.mark.usefixtures("gc_restored")
 def test_a_run_that_fails_before_its_loop_gives_the_collector_back(tmp_path: Path) -> None:
     frozen = gc.get_freeze_count()
     code = main(["run", str(tmp_path / "missing.yaml"), "--state-dir", str(tmp_path / "st")])

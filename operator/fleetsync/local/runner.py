@@ -273,7 +273,7 @@ class LocalRun:
             return outcomes
         # Imported here: a run of worker processes never needs the engine, its HTTP clients
         # and metrics in this process, and importing them (~0.15 s) delayed every worker.
-        from fleetsync.worker.collector import tune_for_shards
+        from fleetsync.collector import tune_for_shards
         from fleetsync.worker.main import run_shard, shard_results
 
         tune_for_shards()

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from fleetsync import startup
+from fleetsync import collector
 
 __all__ = ["run_loop"]
 
@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on uvloop when it can be imported."""
-    startup.release()  # the start is over: fleetsync/startup.py
+    collector.release()  # the start is over: fleetsync/collector.py
     try:
         import uvloop
     except ImportError:

@@ -27,9 +27,9 @@ from fleetsync.api.constants import ExitCode
 from fleetsync.api.manifest import load_spec
 from fleetsync.api.progress import ErrorWire, ReplyWire, ReportWire
 from fleetsync.api.v1alpha1 import SyncJobSpec
+from fleetsync.collector import tune_for_shards
 from fleetsync.coordination.protocol import Coordinator, NoCoordinator
 from fleetsync.errors import ManifestError, SinkError, describe
-from fleetsync.worker.collector import tune_for_shards
 from fleetsync.worker.coordination import HttpCoordinator
 from fleetsync.worker.engine import EngineResult, ShardEngine, ShardPlan
 from fleetsync.worker.fetch import AllowedHosts, Fetcher
